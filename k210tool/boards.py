@@ -1,0 +1,230 @@
+"""Board and firmware definitions from ``boards/*.toml``.
+
+A board says which firmware family it runs (``boards/firmware.toml``); the firmware says which kmodel
+versions it loads, how much RAM it leaves for a model and which flash regions it reserves. Every command
+that takes ``--board`` validates against these files, and refuses with a clear message when the firmware
+cannot load the kmodel at hand.
+
+Add a board: copy ``boards/maix_dock.toml`` to ``boards/<id>.toml`` (or to a folder named by
+``$K210TOOL_BOARDS``) and edit it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from k210tool.errors import FirmwareError, InputError
+from k210tool.resources import data_dirs
+
+DEFAULT_BOARD = "maix_dock"
+
+
+@dataclass(frozen=True)
+class FlashRegion:
+    start: int
+    size: int
+    what: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def overlaps(self, start: int, size: int) -> bool:
+        return start < self.end and self.start < start + size
+
+
+@dataclass(frozen=True)
+class Firmware:
+    id: str
+    name: str
+    kmodel_versions: tuple[int, ...]
+    kpu_api: str
+    micropython: bool
+    fstrings: bool
+    raw_paste: bool
+    model_memory: int
+    flash_reserved: tuple[FlashRegion, ...]
+    download: str
+
+    def loads(self, kmodel_version: int) -> bool:
+        return kmodel_version in self.kmodel_versions
+
+
+@dataclass(frozen=True)
+class UsbId:
+    vid: int
+    pid: int
+    chip: str
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    isp_baud: int
+    repl_baud: int
+    kflash_board: str
+    usb: tuple[UsbId, ...]
+
+
+@dataclass(frozen=True)
+class Lcd:
+    width: int
+    height: int
+    rotation: int
+    driver: str
+
+
+@dataclass(frozen=True)
+class Camera:
+    sensor: str
+    framesize: str
+    pixformat: str
+    hmirror: bool
+    vflip: bool
+
+
+@dataclass(frozen=True)
+class Board:
+    id: str
+    name: str
+    aliases: tuple[str, ...]
+    firmware: Firmware
+    flash_size: int
+    kmodel_address: int
+    serial: SerialSettings
+    lcd: Lcd
+    camera: Camera
+    pins: dict[str, int] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def model_memory(self) -> int:
+        """Bytes of RAM the firmware leaves for a model (nncase's TOTAL must fit in it)."""
+        return self.firmware.model_memory
+
+    def with_firmware(self, firmware_id: str | None) -> Board:
+        """The same board running another firmware family (``--firmware``)."""
+        if not firmware_id or firmware_id == self.firmware.id:
+            return self
+        return dataclasses.replace(self, firmware=get_firmware(firmware_id))
+
+    def require_kmodel_version(self, version: int) -> None:
+        """Raise FirmwareError when this board's firmware cannot load a kmodel of ``version``."""
+        if self.firmware.loads(version):
+            return
+        capable = [f"{f.name} (--firmware {f.id})" for f in all_firmware().values()
+                   if f.loads(version) and f.micropython]
+        hint = (
+            f"{self.firmware.name} loads kmodel v{'/v'.join(map(str, self.firmware.kmodel_versions))}; "
+            + (
+                f"for v{version} flash {' or '.join(capable)}"
+                if capable
+                else f"convert with --kmodel-version {max(self.firmware.kmodel_versions)}"
+            )
+        )
+        raise FirmwareError(
+            f"board {self.id} runs {self.firmware.name}, which cannot load a kmodel v{version}", hint
+        )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    import tomli
+
+    try:
+        with path.open("rb") as fh:
+            return tomli.load(fh)
+    except (OSError, tomli.TOMLDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}", "fix the TOML syntax") from None
+
+
+@lru_cache(maxsize=None)
+def all_firmware() -> dict[str, Firmware]:
+    found: dict[str, Firmware] = {}
+    for folder in reversed(data_dirs("boards")):
+        path = folder / "firmware.toml"
+        if not path.is_file():
+            continue
+        for fid, t in _read_toml(path).items():
+            try:
+                found[fid] = Firmware(
+                    id=fid,
+                    name=t["name"],
+                    kmodel_versions=tuple(t["kmodel_versions"]),
+                    kpu_api=t.get("kpu_api", ""),
+                    micropython=bool(t.get("micropython", False)),
+                    fstrings=bool(t.get("fstrings", False)),
+                    raw_paste=bool(t.get("raw_paste", False)),
+                    model_memory=int(t["model_memory"]),
+                    flash_reserved=tuple(FlashRegion(**r) for r in t.get("flash_reserved", [])),
+                    download=t.get("download", ""),
+                )
+            except (KeyError, TypeError) as exc:
+                raise InputError(f"{path}: firmware {fid!r} is missing or has a bad field: {exc}") from None
+    return found
+
+
+def get_firmware(firmware_id: str) -> Firmware:
+    fw = all_firmware()
+    if firmware_id not in fw:
+        raise InputError(f"unknown firmware {firmware_id!r}", f"choose one of: {', '.join(sorted(fw))}")
+    return fw[firmware_id]
+
+
+def _board_from_toml(path: Path) -> Board:
+    t = _read_toml(path)
+    try:
+        serial = t["serial"]
+        return Board(
+            id=t["id"],
+            name=t["name"],
+            aliases=tuple(t.get("aliases", [])),
+            firmware=get_firmware(t["firmware"]),
+            flash_size=int(t["flash_size"]),
+            kmodel_address=int(t.get("kmodel_address", 0x300000)),
+            serial=SerialSettings(
+                isp_baud=int(serial.get("isp_baud", 1500000)),
+                repl_baud=int(serial.get("repl_baud", 115200)),
+                kflash_board=serial.get("kflash_board", "auto"),
+                usb=tuple(UsbId(**u) for u in serial.get("usb", [])),
+            ),
+            lcd=Lcd(**t["lcd"]),
+            camera=Camera(**t["camera"]),
+            pins={k: int(v) for k, v in t.get("pins", {}).items()},
+            source=path,
+        )
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{path}: missing or bad field {exc}", "compare with boards/maix_dock.toml") from None
+
+
+@lru_cache(maxsize=None)
+def all_boards() -> dict[str, Board]:
+    """Boards by id; a user folder ($K210TOOL_BOARDS) overrides the bundled ones."""
+    found: dict[str, Board] = {}
+    for folder in reversed(data_dirs("boards")):
+        for path in sorted(folder.glob("*.toml")):
+            if path.name == "firmware.toml":
+                continue
+            board = _board_from_toml(path)
+            found[board.id] = board
+    return found
+
+
+def get_board(name: str | None = None, firmware: str | None = None) -> Board:
+    """Look a board up by id or alias (case-insensitive); ``firmware`` overrides its firmware family."""
+    name = (name or DEFAULT_BOARD).strip().lower().replace("-", "_")
+    boards = all_boards()
+    board = boards.get(name)
+    if board is None:
+        for b in boards.values():
+            if name in (a.lower().replace("-", "_") for a in b.aliases):
+                board = b
+                break
+    if board is None:
+        raise InputError(
+            f"unknown board {name!r}",
+            f"choose one of: {', '.join(sorted(boards))} (k210tool boards lists them)",
+        )
+    return board.with_firmware(firmware)

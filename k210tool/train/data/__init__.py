@@ -1,0 +1,1 @@
+"""Face datasets: identity folders, synthetic identities, and (in training) TFRecord/RecordIO readers."""
