@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import serial
@@ -39,7 +39,11 @@ class Transport(Protocol):
 
     def read(self, n: int, timeout: float) -> bytes: ...
 
+    def read_available(self, limit: int, timeout: float) -> bytes: ...
+
     def read_until(self, ending: bytes, timeout: float, idle: float | None = None) -> bytes: ...
+
+    def unread(self, data: bytes) -> None: ...
 
     def set_lines(self, dtr: bool | None = None, rts: bool | None = None) -> None: ...
 
@@ -54,6 +58,7 @@ class SerialTransport:
 
     serial: Any
     name: str
+    _pushback: bytearray = field(default_factory=bytearray, repr=False)
 
     def write(self, data: bytes) -> None:
         try:
@@ -63,18 +68,23 @@ class SerialTransport:
             raise DeviceError(f"writing to {self.name} failed: {exc}", "the board or cable was disconnected?") from None
 
     def read(self, n: int, timeout: float) -> bytes:
-        """Up to ``n`` bytes; returns early once any bytes arrived and none follow, b'' after ``timeout``."""
+        """Exactly ``n`` bytes, or fewer if ``timeout`` passes first."""
         deadline = time.monotonic() + timeout
         out = b""
         while len(out) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            chunk = self._read_some(n - len(out), min(remaining, _READ_SLICE))
-            out += chunk
-            if out and not chunk:
-                break
+            out += self._read_some(n - len(out), min(remaining, _READ_SLICE))
         return out
+
+    def read_available(self, limit: int, timeout: float) -> bytes:
+        """Whatever arrives first (up to ``limit`` bytes), waiting at most ``timeout`` for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = self._read_some(limit, min(max(deadline - time.monotonic(), 0.0), _READ_SLICE))
+            if chunk or time.monotonic() >= deadline:
+                return chunk
 
     def read_until(self, ending: bytes, timeout: float, idle: float | None = None) -> bytes:
         """Bytes up to and including ``ending``.
@@ -94,7 +104,15 @@ class SerialTransport:
                 last = time.monotonic()
         return data
 
+    def unread(self, data: bytes) -> None:
+        """Give bytes back: the next read returns them first (a protocol read one section too far)."""
+        self._pushback[:0] = data
+
     def _read_some(self, limit: int, timeout: float) -> bytes:
+        if self._pushback:
+            out = bytes(self._pushback[:limit])
+            del self._pushback[:limit]
+            return out
         try:
             self.serial.timeout = timeout
             first = self.serial.read(1)
@@ -121,6 +139,7 @@ class SerialTransport:
             raise DeviceError(f"setting DTR/RTS on {self.name} failed: {exc}") from None
 
     def reset_input(self) -> None:
+        self._pushback.clear()
         try:
             self.serial.reset_input_buffer()
         except (OSError, serial.SerialException):

@@ -104,8 +104,12 @@ def install(shim_dir: str) -> bool:
         return False
     if not hasattr(serialposix, _ATTR):
         setattr(serialposix, _ATTR, {})
+        serialposix._k210tool_emulator_dirs = []  # type: ignore[attr-defined]
         _patch(serialposix)
     getattr(serialposix, _ATTR).update(_load_ports(shim_dir))
+    if shim_dir not in serialposix._k210tool_emulator_dirs:  # type: ignore[attr-defined]
+        # child processes this one starts (k210tool runs kflash in one) need the same shim
+        serialposix._k210tool_emulator_dirs.append(shim_dir)  # type: ignore[attr-defined]
     return True
 
 
