@@ -135,3 +135,34 @@ def write_identity_folders(root: Path | str, identities: int, per_identity: int,
             save_image(path, img)
             out.append(path)
     return out
+
+
+def verification_pairs(first_seed: int, identities: int, pairs: int, size: int = 112, variation: float = 1.0,
+                       seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Images (2 per pair) and same/different flags for identities ``first_seed .. +identities``.
+
+    Pairs alternate genuine / impostor, so every contiguous fold of the 10-fold protocol holds both.
+    """
+    if identities < 2 or pairs < 2:
+        raise ValueError("verification pairs need at least 2 identities and 2 pairs")
+    rng = np.random.default_rng([15485863, first_seed, seed])
+    per_id = max(2, int(np.ceil(2 * pairs / identities)) + 1)
+    pool = {i: list(identity_images(first_seed + i, per_id, size, variation, image_seed=seed + 1))
+            for i in range(identities)}
+    images: list[np.ndarray] = []
+    issame = np.arange(pairs) % 2 == 0
+    for same in issame:
+        a = int(rng.integers(identities))
+        b = a if same else int((a + rng.integers(1, identities)) % identities)
+        ia, ib = rng.choice(per_id, 2, replace=False)
+        images += [pool[a][ia], pool[b][ib]]
+    return images, issame
+
+
+def write_verification_bin(path: Path | str, first_seed: int, identities: int, pairs: int, size: int = 112,
+                           variation: float = 1.0, seed: int = 0) -> Path:
+    """An insightface-style ``.bin`` of synthetic identities (held out when their seeds are not trained on)."""
+    from k210tool.eval.binfile import write_bin
+
+    images, issame = verification_pairs(first_seed, identities, pairs, size, variation, seed)
+    return write_bin(path, images, issame)

@@ -115,7 +115,7 @@ def settle_batchnorm(model: Any, images: Any, batch_size: int = 16) -> None:
         x = np.asarray(images, np.float32)[:batch_size]
         model(x, training=True)
     finally:
-        for b, m in zip(bns, saved):
+        for b, m in zip(bns, saved, strict=True):
             b.momentum = m
 
 

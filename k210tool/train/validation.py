@@ -1,0 +1,72 @@
+"""Embeddings of image batches and verification accuracy on insightface ``.bin`` sets.
+
+Images go through :class:`~k210tool.preprocess.Preprocess` and the metrics through
+:func:`k210tool.eval.verification.verify` - the project's one implementation of each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from k210tool.preprocess import Preprocess
+
+
+@dataclass
+class SetResult:
+    name: str
+    pairs: int
+    accuracy: float
+    accuracy_std: float
+    best_threshold: float
+    tar_at_far: dict[str, float]
+    auc: float
+
+
+@dataclass
+class VerificationImages:
+    name: str
+    images: np.ndarray  # uint8 (2 * pairs, H, W, C), prepared for the model
+    issame: np.ndarray
+
+
+def load_verification_set(path: Path | str, pre: Preprocess) -> VerificationImages:
+    from k210tool.eval.binfile import decode, load_bin
+
+    vs = load_bin(path)
+    images = np.stack([pre.prepare(decode(b)) for b in vs.images])
+    return VerificationImages(vs.name, images, vs.issame)
+
+
+def embed(model: Any, images: np.ndarray, pre: Preprocess, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+    """Embeddings (float32) of prepared uint8 ``images``; ``flip`` adds the mirrored image's embedding."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size]
+        e = np.asarray(model(pre.normalize(batch), training=False), np.float32)
+        if flip:
+            e = e + np.asarray(model(pre.normalize(batch[:, :, ::-1]), training=False), np.float32)
+        out.append(e.reshape(len(batch), -1))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def evaluate(model: Any, sets: list[VerificationImages], pre: Preprocess, flip: bool = True,
+             batch_size: int = 64) -> list[SetResult]:
+    from k210tool.eval.verification import verify
+
+    results = []
+    for s in sets:
+        emb = embed(model, s.images, pre, batch_size, flip)
+        r = verify(emb[0::2], emb[1::2], s.issame)
+        results.append(SetResult(s.name, r.pairs, r.accuracy, r.accuracy_std, r.best_threshold, r.tar_at_far, r.auc))
+    return results
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine similarity of matching rows (e.g. student vs teacher embeddings of the same images)."""
+    from k210tool.eval.verification import pair_scores
+
+    return float(np.mean(pair_scores(a, b)))
