@@ -51,7 +51,8 @@ def _render_list(res: TemplateList, console: Any) -> None:
     for col in ("template", "needs", "what it does"):
         t.add_column(col)
     for row in res.templates:
-        t.add_row(row["name"], ", ".join(f"--{n}" for n in row["needs"]), row["description"])
+        needs = [f"--{n}" for n in row["needs"]] + (["[--detector]"] if row["detector"] else [])
+        t.add_row(row["name"], " ".join(needs), row["description"])
     console.print(t)
 
 
@@ -62,7 +63,10 @@ def _render_result(res: Any, console: Any) -> None:
     console.print(f"checked: MicroPython {res.micropython_version} dialect lint OK, "
                   f"mpy-cross {res.micropython_version} OK ({res.mpy_size} bytes of bytecode)")
     for p in res.placements:
-        console.print(f"{p.what}: {p.file} -> {p.location} ({p.size} bytes)")
+        if p.file:
+            console.print(f"{p.what}: {p.file} -> {p.location} ({p.size} bytes)")
+        else:
+            console.print(f"{p.what}: expected on the board at {p.location}")
     if res.next_steps:
         console.print("next:")
         for step in res.next_steps:
@@ -130,7 +134,8 @@ def script(template: str | None, list_only: bool, board: str, firmware: str | No
     from k210tool.maixpy.render import list_templates, render_script, write_script
 
     if list_only:
-        rows = [{"name": t.name, "needs": list(t.needs), "description": t.description} for t in list_templates()]
+        rows = [{"name": t.name, "needs": list(t.needs), "detector": t.detector, "description": t.description}
+                for t in list_templates()]
         state.emit(TemplateList(rows), _render_list)
         return
     if not template:

@@ -22,7 +22,7 @@ from k210tool.errors import FirmwareError, InputError
 from k210tool.fileio import check_output_path, write_text
 from k210tool.maixpy import parity
 from k210tool.maixpy.check import check_source
-from k210tool.maixpy.env import TEMPLATE_SUFFIX, environment, template_dirs
+from k210tool.maixpy.env import TEMPLATE_SUFFIX, UnescapedValueError, environment, template_dirs
 from k210tool.maixpy.models import Location, ScriptModel, check_flash_region, describe_model
 from k210tool.report import Reporter
 
@@ -32,6 +32,8 @@ FACE_DETECTOR_ANCHORS = (1.889, 2.5245, 2.9465, 3.94056, 3.99987, 5.3658, 5.1554
 FRAME_SIZES = {"QQVGA": (160, 120), "QVGA": (320, 240), "VGA": (640, 480), "HQVGA": (240, 160),
                "CIF": (352, 288), "QCIF": (176, 144), "B128X128": (128, 128), "B240X240": (240, 240)}
 _FLASH_ALIGN = 0x10000
+# Where a script looks for the face detector when no --detector file is given.
+DEFAULT_DETECTOR_PATH = "/sd/face_detect.kmodel"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class TemplateInfo:
     description: str
     needs: tuple[str, ...]
     path: Path
+    detector: bool = False  # runs a face detector (--detector FILE, or one already on the board)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def list_templates() -> list[TemplateInfo]:
             path = folder / f"{name}{TEMPLATE_SUFFIX}"
             if path.is_file():
                 found[name] = TemplateInfo(name, str(entry.get("description", "")),
-                                           tuple(entry.get("needs", [])), path)
+                                           tuple(entry.get("needs", [])), path, bool(entry.get("detector")))
     return sorted(found.values(), key=lambda t: t.name)
 
 
@@ -182,7 +185,7 @@ def _model_context(m: ScriptModel, api: str, warnings: list[str]) -> dict[str, A
 
 def _detector_context(d: ScriptModel, frame: tuple[int, int]) -> dict[str, Any]:
     h, w = (d.input_chw[1], d.input_chw[2]) if d.input_chw else (frame[1], frame[0])
-    return {"file": d.file.name, "where": d.location.value, "size": d.size, "version": d.kmodel_version,
+    return {"file": d.file.name if d.size else "", "where": d.location.value, "size": d.size, "version": d.kmodel_version,
             "w": w, "h": h, "layer_w": math.ceil(w / 32), "layer_h": math.ceil(h / 32)}
 
 
@@ -192,6 +195,10 @@ def _align(n: int) -> int:
 
 def _placement(board: Board, m: ScriptModel, what: str) -> Placement:
     loc = m.location
+    if not m.size:  # a detector already on the board: nothing k210tool can place
+        return Placement(what, "", str(loc), 0,
+                         f"put a YOLOv2 face detector kmodel at {loc} (e.g. the one in MaixPy's "
+                         "face_model_at_0x300000.kfpkg), or pass --detector FILE")
     if loc.address is not None:
         check_flash_region(board, loc.address, m.size, f"the {what} {m.file.name}")
         how = f"k210tool flash --port PORT --board {board.id} --kmodel {m.file}@0x{loc.address:X}"
@@ -200,28 +207,47 @@ def _placement(board: Board, m: ScriptModel, what: str) -> Placement:
     return Placement(what, str(m.file), str(loc), m.size, how)
 
 
+def _detector_on_board(board: Board, at: Location | None, warnings: list[str]) -> ScriptModel:
+    """A detector the user put on the board: assumed to be MaixPy's v3 YOLOv2 face detector."""
+    loc = at or Location(path=DEFAULT_DETECTOR_PATH)
+    if loc.address is not None:
+        check_flash_region(board, loc.address, 1, "the face detector")
+    if loc.address is not None and board.firmware.kpu_api == "canmv":
+        raise InputError("CanMV releases need the size of a kmodel they load from flash",
+                         "pass the detector file with --detector det.kmodel, or a board path with --detector-at")
+    warnings.append(f"no --detector given: the script loads a face detector from {loc}; it must be a YOLOv2 "
+                    "region-layer kmodel with a 320x240-style input (MaixPy's face detector is kmodel v3, "
+                    "which every MicroPython firmware loads)")
+    return ScriptModel(Path(Path(DEFAULT_DETECTOR_PATH).name), 0, 3, loc, None, (), None)
+
+
+def _overlap_check(m: ScriptModel, d: ScriptModel) -> None:
+    a, b = m.location.address, d.location.address
+    if a is not None and b is not None and b < a + m.size and a < b + max(d.size, 1):
+        raise InputError(f"the detector at 0x{b:X} overlaps the model at 0x{a:X}-0x{a + m.size:X}",
+                         "move one of them with --model-at / --detector-at")
+
+
 def _load_models(tpl: TemplateInfo, board: Board, model: Path | None, summary: Path | None,
-                 detector: Path | None, model_at: Location | None,
-                 detector_at: Location | None) -> tuple[ScriptModel | None, ScriptModel | None]:
-    for need, given, flag in (("model", model, "--model face.kmodel"), ("detector", detector, "--detector det.kmodel")):
-        if need in tpl.needs and given is None:
-            raise InputError(f"the {tpl.name} template needs {flag}",
-                             "see `k210tool script --list` for what each template needs")
+                 detector: Path | None, model_at: Location | None, detector_at: Location | None,
+                 warnings: list[str]) -> tuple[ScriptModel | None, ScriptModel | None]:
+    if "model" in tpl.needs and model is None:
+        raise InputError(f"the {tpl.name} template needs --model face.kmodel",
+                         "see `k210tool script --list` for what each template needs")
     m = d = None
     if model is not None and "model" in tpl.needs:
         m = describe_model(model, model_at or Location(address=board.kmodel_address), summary)
         board.require_kmodel_version(m.kmodel_version)
-    if detector is not None and "detector" in tpl.needs:
-        default = Location(address=_align(m.location.address + m.size)) \
-            if m is not None and m.location.address is not None else Location(address=board.kmodel_address)
+    if tpl.detector and detector is None:
+        d = _detector_on_board(board, detector_at, warnings)
+    elif tpl.detector and detector is not None:
+        after_model = m is not None and m.location.address is not None
+        default = Location(address=_align(m.location.address + m.size)) if after_model and m \
+            else Location(address=board.kmodel_address)
         d = describe_model(detector, detector_at or default, summary_required=False)
         board.require_kmodel_version(d.kmodel_version)
-        if m is not None and m.location.address is not None and d.location.address is not None \
-                and d.location.address < m.location.address + m.size \
-                and m.location.address < d.location.address + d.size:
-            raise InputError(f"the detector at 0x{d.location.address:X} overlaps the model at "
-                             f"0x{m.location.address:X}-0x{m.location.address + m.size:X}",
-                             "move one of them with --model-at / --detector-at")
+    if m is not None and d is not None:
+        _overlap_check(m, d)
     return m, d
 
 
@@ -265,6 +291,8 @@ def render_source(tpl: TemplateInfo, context: dict[str, Any]) -> str:
     except jinja2.UndefinedError as exc:
         raise InputError(f"template {tpl.name} uses something k210tool does not provide: {exc.message}",
                          "fix the template") from None
+    except UnescapedValueError as exc:
+        raise InputError(f"template {tpl.name}: {exc}", "write {{ value|py }} so values become literals") from None
     except jinja2.TemplateSyntaxError as exc:
         raise InputError(f"template {exc.filename or tpl.name} line {exc.lineno}: {exc.message}",
                          "fix the template") from None
@@ -284,9 +312,9 @@ def render_script(template: str, board: Board, *, model: Path | None = None, sum
     if "names" in tpl.needs and not checked_names:
         raise InputError(f"the {tpl.name} template needs --names (one per person to enrol)")
     warnings: list[str] = []
-    m, d = _load_models(tpl, board, model, summary, detector, model_at, detector_at)
+    m, d = _load_models(tpl, board, model, summary, detector, model_at, detector_at, warnings)
     placements = [_placement(board, x, what) for x, what in ((m, "model"), (d, "detector")) if x]
-    total = sum(p.size for p in placements)
+    total = sum(p.size for p in placements)  # a detector already on the board counts 0: unknown
     if total > board.model_memory:
         warnings.append(f"the kmodels need {total} bytes, more than the ~{board.model_memory} bytes "
                         f"{board.firmware.name} leaves for models: loading may fail with MemoryError")
