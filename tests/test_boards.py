@@ -54,3 +54,13 @@ def test_user_board_folder_overrides(tmp_path, monkeypatch) -> None:
     finally:
         mod.all_boards.cache_clear()
         mod.all_firmware.cache_clear()
+
+
+def test_lcd_and_micropython_details_the_script_templates_use() -> None:
+    from k210tool.boards import all_firmware
+
+    assert get_board("maix_amigo").lcd.lcd_type == 1 and get_board("maix_amigo").lcd.width == 480
+    assert get_board("maix_cube").lcd.invert == 1
+    assert get_board("maix_dock").lcd.lcd_type == 0 and get_board("maix_dock").lcd.invert == 0
+    for fw in all_firmware().values():
+        assert (fw.micropython_version == "1.11") == fw.micropython, fw.id

@@ -2,14 +2,14 @@
 preprocessing it was converted with, and where it will live on the board.
 
 The facts come from the convert summary ``MODEL.kmodel.json`` written next to the kmodel (or ``--summary``);
-the kmodel version is also read from the file header and the two must agree.
+the kmodel version is also read from the file header (``k210tool.compile.kmodel.kmodel_version``) and
+the two must agree.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,27 +19,20 @@ from k210tool.errors import DoesNotFitError, InputError
 from k210tool.preprocess import Preprocess
 
 
-def kmodel_version(header: bytes, name: str = "kmodel") -> int:
-    """Version of a kmodel from its first bytes: "LDMK" + u32 version (v4, v5), or u32 3 (v3)."""
-    if len(header) < 8:
-        raise InputError(f"{name} is too short to be a kmodel ({len(header)} bytes)")
-    if header[:4] == b"LDMK":
-        return int(struct.unpack_from("<I", header, 4)[0])
-    if struct.unpack_from("<I", header, 0)[0] == 3:
-        return 3
-    raise InputError(f"{name} is not a kmodel (it starts with {header[:4].hex()})",
-                     "pass the .kmodel file that k210tool convert or ncc wrote")
-
-
 def read_kmodel_header(path: Path) -> tuple[int, int]:
     """(version, size in bytes) of the kmodel at ``path``."""
+    from k210tool.compile.kmodel import KmodelError, kmodel_version
+
     try:
         with path.open("rb") as fh:
             head = fh.read(8)
         size = path.stat().st_size
     except OSError as exc:
         raise InputError(f"cannot read kmodel {path}: {exc.strerror or exc}") from None
-    return kmodel_version(head, str(path)), size
+    try:
+        return kmodel_version(head), size
+    except KmodelError as exc:
+        raise InputError(f"{path}: {exc.message}", exc.hint) from None
 
 
 def summary_path_for(model: Path) -> Path:

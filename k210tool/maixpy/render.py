@@ -201,10 +201,18 @@ def _placement(board: Board, m: ScriptModel, what: str) -> Placement:
                          "face_model_at_0x300000.kfpkg), or pass --detector FILE")
     if loc.address is not None:
         check_flash_region(board, loc.address, m.size, f"the {what} {m.file.name}")
-        how = f"k210tool flash --port PORT --board {board.id} --kmodel {m.file}@0x{loc.address:X}"
+        family = "" if board.firmware.id == _default_firmware(board) else f" --firmware-family {board.firmware.id}"
+        how = f"k210tool flash -p PORT --board {board.id}{family} --kmodel {m.file}@0x{loc.address:X}"
     else:
-        how = f"copy {m.file} to {loc.path} on the board (SD card, or k210tool deploy)"
+        how = f"k210tool deploy -p PORT {m.file}:{loc.path}"
     return Placement(what, str(m.file), str(loc), m.size, how)
+
+
+def _default_firmware(board: Board) -> str:
+    from k210tool.boards import all_boards
+
+    known = all_boards().get(board.id)
+    return known.firmware.id if known else board.firmware.id
 
 
 def _detector_on_board(board: Board, at: Location | None, warnings: list[str]) -> ScriptModel:
@@ -337,4 +345,4 @@ def write_script(result: RenderedScript, path: str | Path) -> RenderedScript:
     out = check_output_path(path)
     write_text(out, result.source)
     return dataclasses.replace(result, output=str(out),
-                               next_steps=[*result.next_steps, f"k210tool deploy --port PORT {out}"])
+                               next_steps=[*result.next_steps, f"k210tool deploy -p PORT {out}"])

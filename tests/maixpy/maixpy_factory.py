@@ -79,6 +79,7 @@ def tiny_real_kmodel(folder: Path, name: str = "tiny", hw: int = 8, channels: in
         opts.input_shape = [1, channels, hw, hw]
         opts.input_layout = opts.model_layout = opts.output_layout = "NCHW"
         opts.quant_type = opts.w_quant_type = "uint8"
+        opts.dump_dir = str(folder)  # nncase writes kmodel_info.txt there (else into the working directory)
         compiler = nncase.Compiler(opts)
         compiler.import_onnx(onnx_model.SerializeToString(), nncase.ImportOptions())
         ptq = nncase.PTQTensorOptions()

@@ -6,12 +6,12 @@ import pytest
 from maixpy_factory import face_model, fake_kmodel, kmodel_header, tiny_real_kmodel
 
 from k210tool.boards import get_board
+from k210tool.compile.kmodel import kmodel_version
 from k210tool.errors import DoesNotFitError, InputError
 from k210tool.maixpy.models import (
     Location,
     check_flash_region,
     describe_model,
-    kmodel_version,
     parse_location,
 )
 
@@ -29,9 +29,11 @@ def test_version_of_a_real_nncase_kmodel(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"LDMK", b"PK\x03\x04" + bytes(8), b"\x05\x00\x00\x00" + bytes(8)])
-def test_not_a_kmodel(data: bytes) -> None:
-    with pytest.raises(InputError):
-        kmodel_version(data)
+def test_not_a_kmodel(data: bytes, tmp_path) -> None:
+    path = tmp_path / "x.kmodel"
+    path.write_bytes(data)
+    with pytest.raises(InputError, match="x.kmodel"):
+        describe_model(path, Location(address=0x300000))
 
 
 def test_missing_summary_says_what_to_do(tmp_path) -> None:
