@@ -223,8 +223,8 @@ class Trainer:
         from k210tool.fileio import write_text
 
         started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
         self._setup()
+        self.out.mkdir(parents=True, exist_ok=True)
         resumed = self._restore()
         if resumed:
             self.reporter.info(f"resuming {self.out} at step {resumed} (epoch {resumed // self.spe + 1})")
