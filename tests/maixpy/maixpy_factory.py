@@ -15,6 +15,24 @@ from typing import Any
 
 from k210tool.preprocess import Preprocess
 
+# Names of people that try to break out of a string literal, a comment or the template.
+HOSTILE = [
+    'Robert"); import os; os.remove("/flash/main.py") #',
+    "O'Brien",
+    'tri """ple',
+    "tri '''ple",
+    "back\\slash\\",
+    "new\nline\r\nand\ttab",
+    "{{ names }} {% if %} {# x #}",
+    "Zoë Ægir Ñandú",
+    "张伟",
+    "😀 emoji \U0010FFFF",
+    "nul\x00bell\x07del\x7f",
+    "\\u00e9 not an escape",
+    "# comment",
+    "x" * 500,
+]
+
 
 def kmodel_header(version: int) -> bytes:
     return struct.pack("<I", 3) + bytes(4) if version == 3 else b"LDMK" + struct.pack("<I", version)

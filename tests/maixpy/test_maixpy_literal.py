@@ -6,26 +6,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from maixpy_factory import HOSTILE
 
 from k210tool.maixpy.check import compile_mpy, mpy_cross_binary
 from k210tool.maixpy.literal import PyLiteral, py_literal
-
-HOSTILE = [
-    'Robert"); import os; os.remove("/flash/main.py") #',
-    "O'Brien",
-    'tri """ple',
-    "tri '''ple",
-    "back\\slash\\",
-    "new\nline\r\nand\ttab",
-    "{{ names }} {% if %} {# x #}",
-    "Zoë Ægir Ñandú",
-    "张伟",
-    "😀 emoji \U0010FFFF",
-    "nul\x00bell\x07del\x7f",
-    "\\u00e9 not an escape",
-    "# comment",
-    "x" * 500,
-]
 
 
 @pytest.mark.parametrize("text", HOSTILE)

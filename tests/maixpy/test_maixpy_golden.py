@@ -1,7 +1,7 @@
 """Golden files of two generated scripts: a template change shows up as a reviewable diff.
 
 The files end in .golden so linters leave the MicroPython code alone.
-Regenerate after an intended change: K210TOOL_REGEN_GOLDEN=1 pytest tests/maixpy/test_golden.py
+Regenerate after an intended change: K210TOOL_REGEN_GOLDEN=1 pytest tests/maixpy/test_maixpy_golden.py
 """
 
 from __future__ import annotations

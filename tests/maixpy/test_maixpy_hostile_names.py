@@ -6,8 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from maixpy_factory import face_model, fake_kmodel
-from test_literal import HOSTILE
+from maixpy_factory import HOSTILE, face_model, fake_kmodel
 
 from k210tool.boards import get_board
 from k210tool.maixpy.check import compile_mpy

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from maixpy_factory import face_model, fake_kmodel
+from maixpy_factory import HOSTILE, face_model, fake_kmodel
 from maixpy_fakeboard import load_script
-from test_literal import HOSTILE
 
 from k210tool.boards import get_board
 from k210tool.maixpy.applog import FaceStore, parse_app_log, read_face_db, write_face_db
