@@ -175,8 +175,8 @@ def _model_context(m: ScriptModel, api: str, warnings: list[str]) -> dict[str, A
 
 def _detector_context(d: ScriptModel, frame: tuple[int, int]) -> dict[str, Any]:
     h, w = (d.input_chw[1], d.input_chw[2]) if d.input_chw else (frame[1], frame[0])
-    return {"file": d.file.name if d.size else "", "where": d.location.value, "size": d.size, "version": d.kmodel_version,
-            "w": w, "h": h, "layer_w": math.ceil(w / 32), "layer_h": math.ceil(h / 32)}
+    return {"file": d.file.name if d.size else "", "where": d.location.value, "size": d.size,
+            "version": d.kmodel_version, "w": w, "h": h, "layer_w": math.ceil(w / 32), "layer_h": math.ceil(h / 32)}
 
 
 def _align(n: int) -> int:
@@ -239,9 +239,10 @@ def _load_models(tpl: TemplateInfo, board: Board, model: Path | None, summary: P
     if tpl.detector and detector is None:
         d = _detector_on_board(board, detector_at, warnings)
     elif tpl.detector and detector is not None:
-        after_model = m is not None and m.location.address is not None
-        default = Location(address=_align(m.location.address + m.size)) if after_model and m \
-            else Location(address=board.kmodel_address)
+        if m is not None and m.location.address is not None:  # flash, right after the model
+            default = Location(address=_align(m.location.address + m.size))
+        else:
+            default = Location(address=board.kmodel_address)
         d = describe_model(detector, detector_at or default, summary_required=False)
         board.require_kmodel_version(d.kmodel_version)
     if m is not None and d is not None:
