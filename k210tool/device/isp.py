@@ -73,8 +73,8 @@ def isp_connect(transport: Transport, kflash_board: str | None, attempts: int = 
     raise DeviceError(
         f"{transport.name}: the board never answered the K210 ISP greeting ({len(errors)} attempts); last: "
         f"{errors[-1]}",
-        "check --board (its reset wiring), the cable, and that no other program holds the port; "
-        "or hold BOOT, press RESET and pass --reset manual",
+        "check --board (its DTR/RTS reset wiring), the cable and the port; "
+        "or hold the board's BOOT button while pressing RESET, then retry",
     )
 
 
