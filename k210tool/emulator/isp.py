@@ -11,8 +11,9 @@ The bytes of the uploaded program are never interpreted (we do not know them and
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from k210tool.device import ispproto as P
 from k210tool.emulator.flash import SparseFlash
@@ -25,6 +26,7 @@ class FlashWrite:
     address: int
     length: int
     status: str  # "ok" | "bad-crc" | "bad-length" | "out-of-range"
+    time: float = field(default_factory=time.monotonic)  # when the request was complete
 
 
 class IspEmulator:
@@ -37,6 +39,7 @@ class IspEmulator:
         self.writes: list[FlashWrite] = []
         self.rejected_sram_chunks = 0
         self.baudrates: list[int] = []
+        self.flash_init_time: float | None = None  # when the host initialised the flash (programming starts)
         self.stage = "idle"
         self._decoder = P.SlipDecoder()
         self._sram: dict[int, bytes] = {}
@@ -114,6 +117,7 @@ class IspEmulator:
             if req.crc_ok and len(req.words()) >= 3:
                 self.baudrates.append(req.words()[2])
         elif op == P.FLASH_INIT:
+            self.flash_init_time = time.monotonic()
             self._reply(op, P.RET_OK if req.crc_ok else P.RET_BAD_DATA_CHECKSUM)
         elif op == P.FLASH_ERASE_NONBLOCKING:
             self._erase(req)
