@@ -1,0 +1,67 @@
+"""A NumPy interpreter of kmodels: the KPU's functional model plus the CPU ops, batched over N images.
+
+:class:`NumpyEngine` implements :class:`k210tool.sim.engine.Engine`. On kmodel v5 from nncase 1.9 its
+outputs equal ``nncase.Simulator``'s bit for bit; kmodel v4 files (nncase 0.2, or made by
+``transcode_to_v4``) run with the v4 runtime's semantics (``program4``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from k210tool.errors import InputError
+from k210tool.sim.engine import to_layout
+
+DEFAULT_CHUNK = 16
+
+
+class NumpyEngine:
+    """Run a kmodel (v4 or v5 bytes) on uint8 NHWC batches; returns the outputs as float32 (N, ...)."""
+
+    name = "numpy"
+
+    def __init__(self, kmodel: bytes, input_layout: str = "NCHW", chunk: int = DEFAULT_CHUNK) -> None:
+        from k210tool.compile.kmodel import read_kmodel
+
+        self.model = read_kmodel(kmodel)
+        if self.model.version == 5:
+            from k210tool.sim.interp.program5 import V5Program
+
+            self.program = V5Program(self.model)
+        elif self.model.version == 4:
+            from k210tool.sim.interp.program4 import V4Program
+
+            self.program = V4Program(self.model)
+        else:
+            raise InputError(f"the NumPy interpreter runs kmodel v4 and v5, this file is v{self.model.version}",
+                             "run v3 files on the board")
+        if len(self.model.inputs) != 1:
+            raise InputError(f"the engine feeds one image input; this kmodel has {len(self.model.inputs)} inputs")
+        self.input_layout = input_layout
+        self.chunk = max(1, int(chunk))
+        self.outputs = len(self.model.outputs)
+        self._pools: dict[int, object] = {}
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        x = to_layout(np.asarray(batch, np.uint8), self.input_layout)
+        desc = self.model.inputs[0]
+        per_image = int(np.prod(desc.shape[1:])) if desc.shape else 0
+        if x.ndim != 4 or int(np.prod(x.shape[1:])) != per_image or tuple(x.shape[1:]) != tuple(desc.shape[1:]):
+            raise InputError(f"input batch {tuple(batch.shape)} does not match the kmodel input "
+                             f"{list(desc.shape)} ({self.input_layout})", "prepare images with the model's Preprocess")
+        results: list[list[np.ndarray]] = [[] for _ in range(self.outputs)]
+        for i in range(0, len(x), self.chunk):
+            part = x[i : i + self.chunk]
+            outs = self.program.run_images(part.reshape(len(part), -1), self._pool_for(len(part)))
+            for j, o in enumerate(outs):
+                results[j].append(o)
+        shapes = [t.shape for t in self.model.outputs]
+        return [np.concatenate(r).reshape((len(x) * s[0],) + tuple(s[1:]) if s else (len(x),)).astype(np.float32)
+                for r, s in zip(results, shapes, strict=True)]
+
+    def _pool_for(self, n: int) -> object:
+        if n not in self._pools:
+            if len(self._pools) >= 2:  # the full chunk size and the last, smaller chunk
+                self._pools.pop(next(iter(self._pools)))
+            self._pools[n] = self.program.new_pools(n)
+        return self._pools[n]

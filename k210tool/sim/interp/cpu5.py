@@ -1,0 +1,209 @@
+"""nncase 1.9's CPU tensor functions (the stackvm ops) in NumPy, bit-exact with its x86 kernels.
+
+Float arithmetic is float32 one operation at a time, as the C++ does it (no fused multiply-add), in the
+same order where order matters: ``conv2d`` accumulates ``bias + x*w`` over (input channel, ky, kx) like
+``src/kernels/cpu/reference/convolution.cpp``; ``quantize`` rounds half to even (``nearbyintf``).
+Each ``build_*`` turns one lifted op into a step ``f(memory) -> None``; ``memory.tensor(range, shape,
+strides)`` returns the (N, ...) view of a buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from k210tool.compile.kmodel.model import MemoryRange, Op
+from k210tool.sim.interp.memory import v5_dtype
+
+Step = Callable[[Any], None]
+F32 = np.float32
+
+
+class UnsupportedOp(Exception):
+    """An op (or an op setting) the interpreter does not implement."""
+
+
+def _t(mem: Any, rng: MemoryRange, shape: Any, strides: Any, dtype: np.dtype | None = None) -> np.ndarray:
+    return mem.tensor(rng, shape, strides, dtype or v5_dtype(rng.datatype))
+
+
+def build_dequantize(op: Op) -> Step:
+    a = op.args
+    scale, bias = F32(a["scale"]), F32(a["bias"])
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], a["shape"], a["in_strides"])
+        _t(mem, a["output"], a["shape"], a["out_strides"])[...] = src.astype(F32) * scale + bias
+    return step
+
+
+def build_quantize(op: Op) -> Step:
+    a = op.args
+    scale, bias = F32(a["scale"]), F32(a["bias"])
+    info = np.iinfo(v5_dtype(a["dst_datatype"]))
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], a["shape"], a["in_strides"])
+        q = np.clip(np.rint(src * scale + bias), info.min, info.max)
+        _t(mem, a["output"], a["shape"], a["out_strides"])[...] = q
+    return step
+
+
+_BINARY: dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    0: np.add, 1: np.subtract, 2: np.multiply, 3: np.divide, 4: np.minimum, 5: np.maximum,
+}
+
+
+def build_binary(op: Op) -> Step:
+    a = op.args
+    if a["binary_op"] not in _BINARY or a["datatype"] != 9:
+        raise UnsupportedOp(f"binary op {a['binary_op']} on datatype {a['datatype']}")
+    fn = _BINARY[a["binary_op"]]
+    lo, hi = F32(a["fused_clamp_low"]), F32(a["fused_clamp_high"])
+    clamp = not (np.isneginf(lo) and np.isposinf(hi))
+
+    def step(mem: Any) -> None:
+        x = _t(mem, a["input_a"], a["in_a_shape"], a["in_a_strides"])
+        y = _t(mem, a["input_b"], a["in_b_shape"], a["in_b_strides"])
+        r = fn(_rank(x, len(a["out_shape"])), _rank(y, len(a["out_shape"])))
+        if clamp:
+            r = np.minimum(np.maximum(r, lo), hi)
+        _t(mem, a["output"], a["out_shape"], a["out_strides"])[...] = r
+    return step
+
+
+def _rank(x: np.ndarray, rank: int) -> np.ndarray:
+    """Right-align a (N, ...) view to ``rank`` dims after the batch axis (nncase get_reduced_offset)."""
+    missing = rank - (x.ndim - 1)
+    return x.reshape((x.shape[0],) + (1,) * missing + x.shape[1:]) if missing > 0 else x
+
+
+def build_conv2d(op: Op) -> Step:
+    a = op.args
+    n, c, h, w = a["in_shape"]
+    oc, g_ic, kh, kw = a["w_shape"]
+    groups, sh, sw = a["groups"], a["stride_h"], a["stride_w"]
+    dh, dw = a["dilation_h"], a["dilation_w"]
+    (pt, pb, _), (pl, pr, _) = a["padding_h"], a["padding_w"]
+    out = a["output"]
+    oh = (h + pt + pb - ((kh - 1) * dh + 1) + sh) // sh
+    ow = (w + pl + pr - ((kw - 1) * dw + 1) + sw) // sw
+    if groups <= 0 or c != g_ic * groups or oc % groups:
+        raise UnsupportedOp(f"conv2d with {c} channels, weights {a['w_shape']} and {groups} groups")
+    g_oc = oc // groups
+    lo, hi = F32(a["fused_clamp_low"]), F32(a["fused_clamp_high"])
+    out_shape = (n, oc, oh, ow)
+    # Output pixel (y, x) reads input row y*sh - pt + ky*dh; a tap outside the input is skipped, not zero-added.
+    ys = np.arange(oh) * sh - pt
+    xs = np.arange(ow) * sw - pl
+
+    def step(mem: Any) -> None:
+        x = _t(mem, a["input"], a["in_shape"], a["in_strides"], np.dtype(F32))
+        wts = _t(mem, a["weights"], a["w_shape"], a["w_strides"], np.dtype(F32))[0]
+        bias = mem.tensor(a["bias"], (oc,), a["bias_strides"][-1:] or (1,), np.dtype(F32))[0]
+        m = x.shape[0]
+        acc = np.broadcast_to(bias.reshape(1, 1, oc, 1, 1), (m, n, oc, oh, ow)).astype(F32)
+        xg = x.reshape(m, n, groups, g_ic, h, w)
+        for ic in range(g_ic):
+            for ky in range(kh):
+                iy = ys + ky * dh
+                vy = (iy >= 0) & (iy < h)
+                for kx in range(kw):
+                    ix = xs + kx * dw
+                    vx = (ix >= 0) & (ix < w)
+                    if not vy.any() or not vx.any():
+                        continue
+                    patch = xg[:, :, :, ic][:, :, :, np.clip(iy, 0, h - 1)][..., np.clip(ix, 0, w - 1)]
+                    wv = wts[:, ic, ky, kx].reshape(groups, g_oc)
+                    prod = patch[:, :, :, None] * wv.reshape(1, 1, groups, g_oc, 1, 1)
+                    prod = prod.reshape(m, n, oc, oh, ow)
+                    valid = (vy[:, None] & vx[None, :])
+                    acc = np.where(valid, acc + prod, acc)
+        if not (np.isneginf(lo) and np.isposinf(hi)):
+            acc = np.minimum(np.maximum(acc, lo), hi)
+        _t(mem, out, out_shape, a["out_strides"], np.dtype(F32))[...] = acc.reshape(m, *out_shape)
+    return step
+
+
+def build_pad(op: Op) -> Step:
+    a = op.args
+    if a["pad_mode"] != 0:
+        raise UnsupportedOp(f"pad mode {a['pad_mode']} (only constant padding is implemented)")
+    if any(p[2] for p in a["paddings"]):
+        raise UnsupportedOp("interior padding")
+    shape = tuple(a["shape"])
+    pads = [(p[0], p[1]) for p in a["paddings"]]
+    out_shape = tuple(d + b + e for d, (b, e) in zip(shape, pads, strict=True))
+    src_sl = tuple(slice(max(0, -b), d - max(0, -e)) for d, (b, e) in zip(shape, pads, strict=True))
+    dst_sl = tuple(slice(max(0, b), o - max(0, e)) for o, (b, e) in zip(out_shape, pads, strict=True))
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], shape, a["in_strides"])
+        dst = _t(mem, a["output"], out_shape, a["out_strides"], src.dtype)
+        dst[...] = a["pad_value"]
+        dst[(slice(None),) + dst_sl] = src[(slice(None),) + src_sl]
+    return step
+
+
+def build_slice(op: Op) -> Step:
+    a = op.args
+    shape = tuple(a["shape"])
+    idx = []
+    for d, b, e, s in zip(shape, a["begins"], a["ends"], a["strides"], strict=True):
+        e, s = _i32(e), _i32(s)
+        if s == 0:
+            raise UnsupportedOp("slice with stride 0")
+        idx.append(np.arange(b, min(e, d), s) if s > 0 else np.arange(b, max(e, -1), s))
+    out_shape = tuple(len(i) for i in idx)
+    sl = tuple(slice(int(i[0]), int(i[-1]) + (1 if s > 0 else -1) or None, _i32(s)) if len(i) else slice(0, 0)
+               for i, s in zip(idx, a["strides"], strict=True))
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], shape, a["in_strides"])
+        _t(mem, a["output"], out_shape, a["out_strides"], src.dtype)[...] = src[(slice(None),) + sl]
+    return step
+
+
+def build_transpose(op: Op) -> Step:
+    a = op.args
+    shape, perm = tuple(a["shape"]), tuple(a["perm"])
+    out_shape = tuple(shape[p] for p in perm)
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], shape, a["in_strides"])
+        dst = _t(mem, a["output"], out_shape, a["out_strides"], src.dtype)
+        dst[...] = src.transpose((0,) + tuple(p + 1 for p in perm))
+    return step
+
+
+def build_lut1d(op: Op) -> Step:
+    a = op.args
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], a["shape"], a["in_strides"])
+        table = mem.tensor(a["table"], (a["table"].size,), None, np.dtype(np.uint8))[0]
+        _t(mem, a["output"], a["shape"], a["out_strides"])[...] = table[src]
+    return step
+
+
+def build_copy(op: Op) -> Step:
+    a = op.args
+
+    def step(mem: Any) -> None:
+        src = _t(mem, a["input"], a["shape"], a["in_strides"])
+        _t(mem, a["output"], a["shape"], a["out_strides"], src.dtype)[...] = src
+    return step
+
+
+def _i32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+BUILDERS: dict[str, Callable[[Op], Step]] = {
+    "dequantize": build_dequantize, "quantize": build_quantize, "binary": build_binary,
+    "conv2d": build_conv2d, "pad": build_pad, "slice": build_slice, "transpose": build_transpose,
+    "lut1d": build_lut1d, "copy": build_copy,
+}
