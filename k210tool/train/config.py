@@ -40,6 +40,7 @@ class ModelConfig:
     # MobileFaceNet bottleneck stages (t, c, n, s); empty = the paper's Table 1
     bottlenecks: tuple[tuple[int, int, int, int], ...] = ()
     alpha: float = 1.0  # MobileNet V1/V2 width multiplier
+    bn_momentum: float = 0.9  # BatchNorm moving-average momentum (insightface's; Keras' default 0.99 lags)
 
     def __post_init__(self) -> None:
         _choice("model.backbone", self.backbone, BACKBONES)

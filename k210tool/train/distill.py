@@ -240,7 +240,8 @@ def _fit(student: Any, images: np.ndarray, targets: np.ndarray, pre: Preprocess,
     @tf.function
     def step(x: Any, t: Any) -> Any:
         with tf.GradientTape() as tape:
-            s = tf.cast(student(x, training=True), tf.float32)
+            # inference-mode BatchNorm: the student keeps the statistics it runs with on the board
+            s = tf.cast(student(x, training=False), tf.float32)
             cos = tf.reduce_sum(tf.math.l2_normalize(s, 1) * tf.math.l2_normalize(t, 1), axis=1)
             loss = tf.reduce_mean(1.0 - cos)
         grads = tape.gradient(loss, student.trainable_variables)

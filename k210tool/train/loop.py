@@ -180,44 +180,6 @@ class Trainer:
         self.head.sync_from_weights()
         return int(self.step.numpy())
 
-    # -- the step ---------------------------------------------------------------------------------
-    def _make_step(self) -> Any:
-        from k210tool.tfutil import import_tf
-
-        tf = import_tf()
-        model, opt, strategy = self.model, self.optimizer, self.strategy
-        accumulate = self.cfg.optim.accumulate
-        micro = self.cfg.data.batch_size // self.replicas
-        global_batch = self.global_batch
-        mixed = hasattr(opt, "get_scaled_loss")
-
-        def replica_step(images: Any, labels: Any) -> Any:
-            variables = model.trainable_variables
-            grads = [tf.zeros_like(v) for v in variables]
-            total = tf.constant(0.0)
-            for k in range(accumulate):  # unrolled: micro-batches one after another, one update
-                x, y = images[k * micro:(k + 1) * micro], labels[k * micro:(k + 1) * micro]
-                with tf.GradientTape() as tape:
-                    logits = model([x, y], training=True)
-                    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
-                    loss = tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch)
-                    scaled = opt.get_scaled_loss(loss) if mixed else loss
-                g = tape.gradient(scaled, variables)
-                if mixed:
-                    g = opt.get_unscaled_gradients(g)
-                grads = [a + b for a, b in zip(grads, g, strict=True)]
-                total += loss
-            opt.apply_gradients(zip(grads, variables, strict=True))
-            return total
-
-        @tf.function
-        def step(iterator: Any) -> Any:
-            images, labels = next(iterator)
-            per_replica = strategy.run(replica_step, args=(images, labels))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-        return step
-
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> TrainSummary:
         from k210tool.fileio import write_text
@@ -232,7 +194,9 @@ class Trainer:
         from k210tool.train.tblog import ScalarLog
 
         self.writer = ScalarLog(self.out / "logs")
-        self.step_fn = self._make_step()
+        self.step_fn = make_train_step(self.model, self.optimizer, self.strategy,
+                                       self.cfg.data.batch_size // self.replicas, self.cfg.optim.accumulate,
+                                       self.global_batch)
         history: list[EpochRecord] = []
         stopped = False
         try:
@@ -356,3 +320,46 @@ class Trainer:
         write_json(self.out / "summary.json", summary)
         return summary
 
+
+
+def make_train_step(model: Any, optimizer: Any, strategy: Any, micro_batch: int, accumulate: int,
+                    global_batch: int) -> Any:
+    """``step(iterator) -> mean loss``: one optimizer update from ``accumulate`` micro-batches per device.
+
+    Each device receives ``micro_batch * accumulate`` samples per step and runs them through the model
+    ``micro_batch`` at a time, summing gradients, so memory holds one micro-batch's activations while
+    the update sees the whole effective batch. Losses are averaged over ``global_batch`` (all devices,
+    all micro-batches), as tf.distribute expects. Under a LossScaleOptimizer (mixed_float16) the loss is
+    scaled before and the gradients unscaled after differentiation.
+    """
+    from k210tool.tfutil import import_tf
+
+    tf = import_tf()
+    mixed = hasattr(optimizer, "get_scaled_loss")
+
+    def replica_step(images: Any, labels: Any) -> Any:
+        variables = model.trainable_variables
+        grads = [tf.zeros_like(v) for v in variables]
+        total = tf.constant(0.0)
+        for k in range(accumulate):  # unrolled: micro-batches one after another, one update
+            x, y = images[k * micro_batch:(k + 1) * micro_batch], labels[k * micro_batch:(k + 1) * micro_batch]
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model([x, y], training=True), tf.float32)
+                per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+                loss = tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch)
+                scaled = optimizer.get_scaled_loss(loss) if mixed else loss
+            g = tape.gradient(scaled, variables)
+            if mixed:
+                g = optimizer.get_unscaled_gradients(g)
+            grads = [a + b for a, b in zip(grads, g, strict=True)]
+            total += loss
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return total
+
+    @tf.function
+    def step(iterator: Any) -> Any:
+        images, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(images, labels))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return step

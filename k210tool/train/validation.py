@@ -6,6 +6,7 @@ Images go through :class:`~k210tool.preprocess.Preprocess` and the metrics throu
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,31 @@ def load_verification_set(path: Path | str, pre: Preprocess) -> VerificationImag
     return VerificationImages(vs.name, images, vs.issame)
 
 
+_PREDICTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def predictor(model: Any) -> Any:
+    """``model`` in inference mode as one traced function (eager Keras calls are ~10x slower)."""
+    fn = _PREDICTORS.get(model)
+    if fn is None:
+        from k210tool.tfutil import import_tf
+
+        tf = import_tf()
+        spec = tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32)
+        fn = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=[spec])
+        _PREDICTORS[model] = fn
+    return fn
+
+
 def embed(model: Any, images: np.ndarray, pre: Preprocess, batch_size: int = 64, flip: bool = False) -> np.ndarray:
     """Embeddings (float32) of prepared uint8 ``images``; ``flip`` adds the mirrored image's embedding."""
+    run = predictor(model)
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
-        e = np.asarray(model(pre.normalize(batch), training=False), np.float32)
+        e = run(pre.normalize(batch)).numpy()
         if flip:
-            e = e + np.asarray(model(pre.normalize(batch[:, :, ::-1]), training=False), np.float32)
+            e = e + run(pre.normalize(batch[:, :, ::-1])).numpy()
         out.append(e.reshape(len(batch), -1))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 

@@ -195,15 +195,16 @@ def _usable_images(paths: list[Path], opts: PrepareOptions) -> tuple[list[tuple[
     """``(path, aligned image or None)`` for every usable image; counts of no-face and unreadable ones."""
     from k210tool.preprocess import load_image
 
-    if not opts.align:
-        return [(p, None) for p in paths], 0, 0
     usable: list[tuple[Path, Any]] = []
     no_face = unreadable = 0
     for p in paths:
         try:
-            image = load_image(p)
+            image = load_image(p)  # also when only copying: an undecodable file must not count
         except InputError:
             unreadable += 1
+            continue
+        if not opts.align:
+            usable.append((p, None))
             continue
         aligned = _detector(opts).align(image, opts.size)
         if aligned is None:

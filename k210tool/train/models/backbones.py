@@ -35,8 +35,13 @@ def build_backbone(cfg: ModelConfig, precision: str = "float32") -> Any:
     """Build the backbone ``cfg`` names under the dtype policy ``precision`` (float32 for export)."""
     with dtype_policy(precision):
         if cfg.backbone in ("mobilefacenet", "mobilefacenet_kpu"):
-            return build_mobilefacenet(mobilefacenet_config(cfg), name=cfg.backbone)
-        return _build_application(cfg)
+            model = build_mobilefacenet(mobilefacenet_config(cfg), name=cfg.backbone)
+        else:
+            model = _build_application(cfg)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.momentum = cfg.bn_momentum
+    return model
 
 
 @contextlib.contextmanager
