@@ -51,8 +51,7 @@ def ports(state: CliState) -> None:
 
 # --- flash ------------------------------------------------------------------------------------------------
 @click.command()
-@click.option("--port", "-p", default=None, metavar="PORT",
-              help="Serial device of the board (kflash opens it itself: a device path, not a URL).")
+@click.option("--port", "-p", default=None, metavar="PORT", help=PORT_HELP)
 @click.option("--board", "-B", default="maix_dock", show_default=True, metavar="BOARD",
               help="Target board (k210tool boards lists them).")
 @click.option("--firmware-family", "family", default=None, metavar="FW",
@@ -103,9 +102,6 @@ def flash(port: str | None, board: str, family: str | None, firmware: Path | Non
         state.emit({"kfpkg": str(kfpkg_out), "regions": [_region_row(r) for r in plan.regions]},
                    lambda res, console: console.print(f"wrote {res['kfpkg']} ({len(res['regions'])} regions)"))
         return
-    if "://" in port:
-        raise InputError(f"flash needs a local serial device, not {port}",
-                         "kflash opens the port itself; run k210tool on the machine the board is plugged into")
     from k210tool.device.isp import flash as do_flash
 
     result = do_flash(port, plan, baud=baud, readback=readback, attempts=attempts, reporter=state.reporter)

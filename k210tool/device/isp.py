@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -22,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from k210tool.device import ispproto as P
 from k210tool.device.kfpkg import FlashPlan, Region, write_kfpkg
+from k210tool.device.ptylink import PtyBridge
 from k210tool.device.rawrepl import RawRepl
 from k210tool.device.reset import IspReset, isp_strategies
 from k210tool.device.transport import Transport, open_transport
@@ -249,7 +252,7 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
           idle_timeout: float | None = None, reporter: Reporter | None = None) -> FlashResult:
     """Write ``plan`` to the board on ``port`` and verify it; raises DeviceError if it cannot be verified.
 
-    kflash opens the port itself by name, so ``port`` is a device path (not a pyserial URL).
+    ``port`` is a device or any pyserial URL (kflash then gets a local pty bridged to it).
     ``readback``: True requires the board to hash its flash over the raw REPL, False skips it, None does
     it when the board's firmware is MicroPython.
     """
@@ -263,20 +266,19 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
     overall = 60 + 3 * (plan.total_bytes + 20_000) * 10 / min(baud, 115200 * 4)
     start = time.monotonic()
 
-    with reporter.stage("connect (ISP greeting)"), open_transport(port, 115200) as transport:
-        strategy = isp_connect(transport, kflash_board, connect_attempts)
-    kflash_board = kflash_board if kflash_board not in ("", "auto") else strategy.wiring.name
-
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="k210tool-flash-") as tmp:
+    with _PortAccess(port) as access, tempfile.TemporaryDirectory(prefix="k210tool-flash-") as tmp:
+        with reporter.stage("connect (ISP greeting)"), access.transport(115200) as transport:
+            strategy = isp_connect(transport, kflash_board, connect_attempts)
+        kflash_board = kflash_board if kflash_board not in ("", "auto") else strategy.wiring.name
         kfpkg = write_kfpkg(plan.regions, Path(tmp) / "k210tool.kfpkg")
+        errors: list[str] = []
         for attempt in range(1, attempts + 1):
-            with reporter.stage(f"kflash (attempt {attempt})"):
-                run = run_kflash(port, baud, kflash_board, kfpkg, idle_timeout=idle, overall_timeout=overall,
-                                 reporter=reporter)
+            with reporter.stage(f"kflash (attempt {attempt})"), access.kflash_port() as kflash_port:
+                run = run_kflash(kflash_port, baud, kflash_board, kfpkg, idle_timeout=idle,
+                                 overall_timeout=overall, reporter=reporter)
             problem, how = _judge(run), CRC_ONLY
             if problem is None and want_readback:
-                problem, how = _verify_readback(port, board.serial.repl_baud, plan, readback is True, reporter)
+                problem, how = _verify_readback(access, board.serial.repl_baud, plan, readback is True, reporter)
             if problem is None:
                 regions = [FlashedRegion(r.name, r.kind, r.address, r.size, r.sha256, how) for r in plan.regions]
                 return FlashResult(port, board.id, baud, kflash_board, regions, attempt,
@@ -297,12 +299,46 @@ def _judge(run: KflashRun) -> str | None:
     return None
 
 
-def _verify_readback(port: str, baud: int, plan: FlashPlan, required: bool,
+class _PortAccess:
+    """How kflash and k210tool reach the board in turn. A local device is opened by each when its turn
+    comes (kflash opens it by name); a pyserial URL stays open here and kflash gets a pty bridged to it."""
+
+    def __init__(self, port: str) -> None:
+        self.port = port
+        self._shared = open_transport(port, 115200) if "://" in port else None
+
+    @contextlib.contextmanager
+    def transport(self, baud: int) -> Iterator[Transport]:
+        if self._shared is None:
+            with open_transport(self.port, baud) as t:
+                yield t
+            return
+        self._shared.baudrate = baud
+        self._shared.reset_input()
+        yield self._shared
+
+    @contextlib.contextmanager
+    def kflash_port(self) -> Iterator[str]:
+        if self._shared is None:
+            yield self.port
+            return
+        with PtyBridge(self._shared) as bridge:
+            yield bridge.port
+
+    def __enter__(self) -> _PortAccess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shared is not None:
+            self._shared.close()
+
+
+def _verify_readback(access: _PortAccess, baud: int, plan: FlashPlan, required: bool,
                      reporter: Reporter) -> tuple[str | None, str]:
     """(problem or None, how the regions were verified)."""
     with reporter.stage("verify (board hashes its flash)"):
         try:
-            with open_transport(port, baud) as transport:
+            with access.transport(baud) as transport:
                 time.sleep(0.3)  # the board reboots after kflash; let the firmware start
                 digests = readback_digests(transport, plan.regions)
         except DeviceError as exc:

@@ -109,12 +109,21 @@ class SerialTransport:
         self._pushback[:0] = data
 
     def _read_some(self, limit: int, timeout: float) -> bytes:
+        """What is waiting, or the first byte to come within about ``timeout`` (at most one read slice).
+
+        The port's own timeout stays at :data:`_READ_SLICE`: changing it makes pyserial reconfigure the
+        port (an RFC 2217 client even waits for the server's acknowledgements).
+        """
         if self._pushback:
             out = bytes(self._pushback[:limit])
             del self._pushback[:limit]
             return out
         try:
-            self.serial.timeout = timeout
+            waiting = self.serial.in_waiting
+            if waiting:
+                return self.serial.read(min(waiting, limit))
+            if timeout <= 0:
+                return b""
             first = self.serial.read(1)
             if not first or limit <= 1:
                 return first
@@ -178,6 +187,10 @@ def open_transport(url: str, baudrate: int = 115200, exclusive: bool = True) -> 
                          "give a device (/dev/ttyUSB0, COM3) or a pyserial URL (socket://host:port)") from None
     if exclusive and hasattr(ser, "exclusive"):
         ser.exclusive = True
+    # Open with DTR and RTS released: on Maix boards they drive RESET and BOOT, and pyserial's default
+    # (both asserted) would hold a Dock in reset. Resets are explicit (see reset.py).
+    ser.dtr = False
+    ser.rts = False
     try:
         ser.open()
     except (OSError, serial.SerialException) as exc:

@@ -113,12 +113,18 @@ def install(shim_dir: str) -> bool:
     return True
 
 
-def _chain_next_sitecustomize(here: str) -> None:
-    """Run the sitecustomize this file shadows (a distribution's or a venv's), if any."""
+def _shim_dirs() -> list[str]:
+    """Every shim directory on sys.path (a client may talk to several emulators and bridges)."""
+    return [e for e in sys.path if e and os.path.isfile(os.path.join(e, CONFIG_NAME))]
+
+
+def _chain_next_sitecustomize(shims: list[str]) -> None:
+    """Run the sitecustomize these shims shadow (a distribution's or a venv's), if any."""
     import importlib.util
 
+    skip = {os.path.realpath(d) for d in shims}
     for entry in sys.path:
-        if not entry or os.path.realpath(entry) == os.path.realpath(here):
+        if not entry or os.path.realpath(entry) in skip:
             continue
         candidate = os.path.join(entry, "sitecustomize.py")
         if os.path.isfile(candidate):
@@ -129,6 +135,7 @@ def _chain_next_sitecustomize(here: str) -> None:
 
 
 if __name__ == "sitecustomize":
-    _here = os.path.dirname(os.path.abspath(__file__))
-    install(_here)
-    _chain_next_sitecustomize(_here)
+    _shims = _shim_dirs() or [os.path.dirname(os.path.abspath(__file__))]
+    for _dir in _shims:
+        install(_dir)
+    _chain_next_sitecustomize(_shims)
