@@ -32,7 +32,7 @@ from k210tool.device import ispproto as P
 from k210tool.device.kfpkg import FlashPlan, Region, write_kfpkg
 from k210tool.device.ptylink import PtyBridge
 from k210tool.device.rawrepl import RawRepl
-from k210tool.device.reset import IspReset, isp_strategies
+from k210tool.device.reset import ResetSequence, isp_strategies
 from k210tool.device.transport import Transport, open_transport
 from k210tool.errors import DeviceError
 from k210tool.report import Progress, Reporter
@@ -44,7 +44,7 @@ FRAME = 64 * 1024  # kflash writes flash in 64 KiB frames
 
 
 # --- 1. greeting probe -----------------------------------------------------------------------------------
-def _try_greeting(transport: Transport, strategy: IspReset) -> str | None:
+def _try_greeting(transport: Transport, strategy: ResetSequence) -> str | None:
     """One reset + greeting; None on success, else what happened."""
     transport.reset_input()
     strategy(transport)
@@ -63,7 +63,7 @@ def _try_greeting(transport: Transport, strategy: IspReset) -> str | None:
     return f"no answer to the ISP greeting after the {strategy.name} reset"
 
 
-def isp_connect(transport: Transport, kflash_board: str | None, attempts: int = 3) -> IspReset:
+def isp_connect(transport: Transport, kflash_board: str | None, attempts: int = 3) -> ResetSequence:
     """Put the board into the ISP ROM; returns the strategy that worked. Raises a one-line DeviceError."""
     errors: list[str] = []
     strategies = isp_strategies(kflash_board)

@@ -33,13 +33,14 @@ KINDS = ("firmware", "kmodel", "data")
 
 
 def kmodel_version(data: bytes, name: str = "kmodel") -> int:
-    """The kmodel format version: u32 at offset 4 after ``LDMK`` (v4/v5); v3 files start with u32 3."""
-    if len(data) >= 8 and data[:4] == b"LDMK":
-        return struct.unpack_from("<I", data, 4)[0]
-    if len(data) >= 4 and struct.unpack_from("<I", data, 0)[0] == 3:
-        return 3
-    raise InputError(f"{name} is not a kmodel (no LDMK header and not a v3 model)",
-                     "give a .kmodel written by k210tool convert or nncase")
+    """The kmodel format version (3, 4, 5), with the file's name in the error."""
+    from k210tool.compile.kmodel import KmodelError
+    from k210tool.compile.kmodel import kmodel_version as version_of
+
+    try:
+        return version_of(data)
+    except KmodelError as exc:
+        raise InputError(f"{name}: {exc.message}", exc.hint) from None
 
 
 @dataclass(frozen=True)

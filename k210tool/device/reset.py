@@ -62,58 +62,37 @@ def _apply(port: LineDriver, wiring: Wiring, reset: bool, boot: bool) -> None:
 
 
 @dataclass(frozen=True)
-class IspReset:
-    """Reset into the mask-ROM ISP loader: RESET low, then IO16 low and RESET released."""
+class ResetSequence:
+    """A callable reset: ``steps`` are (RESET asserted, BOOT asserted) pin states, each held ``hold`` s."""
 
+    kind: str  # "isp" (into the mask-ROM loader) or "hard" (into the firmware)
     wiring: Wiring
+    steps: tuple[tuple[bool, bool], ...]
     hold: float = HOLD
 
     @property
     def name(self) -> str:
-        return f"isp-{self.wiring.name}"
+        return f"{self.kind}-{self.wiring.name}"
 
     def __call__(self, port: LineDriver) -> None:
-        _apply(port, self.wiring, reset=False, boot=False)
-        time.sleep(self.hold)
-        _apply(port, self.wiring, reset=True, boot=False)
-        time.sleep(self.hold)
-        _apply(port, self.wiring, reset=False, boot=True)
-        time.sleep(self.hold)
+        for reset, boot in self.steps:
+            _apply(port, self.wiring, reset=reset, boot=boot)
+            time.sleep(self.hold)
 
 
-@dataclass(frozen=True)
-class HardReset:
-    """Reset into the firmware in flash: IO16 released, RESET pulsed."""
-
-    wiring: Wiring
-    hold: float = HOLD
-
-    @property
-    def name(self) -> str:
-        return f"hard-{self.wiring.name}"
-
-    def __call__(self, port: LineDriver) -> None:
-        _apply(port, self.wiring, reset=False, boot=False)
-        time.sleep(self.hold)
-        _apply(port, self.wiring, reset=True, boot=False)
-        time.sleep(self.hold)
-        _apply(port, self.wiring, reset=False, boot=False)
-        time.sleep(self.hold)
+def isp_reset(wiring: Wiring, hold: float = HOLD) -> ResetSequence:
+    """Into the mask-ROM ISP loader: RESET low, then IO16 low and RESET released."""
+    return ResetSequence("isp", wiring, ((False, False), (True, False), (False, True)), hold)
 
 
-@dataclass(frozen=True)
-class ManualReset:
-    """No line changes: the user holds BOOT and presses RESET (boards without auto-reset wiring)."""
-
-    name: str = "manual"
-
-    def __call__(self, port: LineDriver) -> None:
-        pass
+def hard_reset(wiring: Wiring, hold: float = HOLD) -> ResetSequence:
+    """Into the firmware in flash: IO16 released, RESET pulsed."""
+    return ResetSequence("hard", wiring, ((False, False), (True, False), (False, False)), hold)
 
 
-def isp_strategies(kflash_board: str | None) -> list[IspReset]:
+def isp_strategies(kflash_board: str | None) -> list[ResetSequence]:
     """The board's own sequence first; for an unknown board both wirings (as kflash's auto mode)."""
     wiring = wiring_for(kflash_board)
     if wiring is not None:
-        return [IspReset(wiring)]
-    return [IspReset(WIRINGS["dan"]), IspReset(WIRINGS["kd233"])]
+        return [isp_reset(wiring)]
+    return [isp_reset(WIRINGS["dan"]), isp_reset(WIRINGS["kd233"])]

@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from k210tool.cli.device import run as run_cmd
 from k210tool.device.deploy import deploy, plan_files, run_script
 from k210tool.device.rawrepl import RawRepl
 from k210tool.device.transport import open_transport
-from k210tool.emulator.pytest_fixtures import wait_until
+from k210tool.emulator.pytest_fixtures import serve_tcp, wait_until
 from k210tool.errors import DeviceError, InputError
 
 
@@ -147,41 +146,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tcp_bridge(pty_path: str) -> tuple[int, threading.Event]:
-    """A TCP server forwarding bytes to the emulator's pty: the board behind socket://."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        port = serial.Serial(pty_path, timeout=0.02)
-        conn.settimeout(0.02)
-        while not stop.is_set():
-            data = port.read(4096)
-            if data:
-                conn.sendall(data)
-            try:
-                got = conn.recv(4096)
-            except TimeoutError:
-                continue
-            if not got:
-                break
-            port.write(got)
-        port.close()
-        conn.close()
-        server.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server.getsockname()[1], stop
-
-
 def test_socket_url_works_as_a_port(make_emulator, app):
     emu = make_emulator()
-    tcp, stop = _tcp_bridge(emu.port)
+    url, stop = serve_tcp(emu.port)
     try:
-        with open_transport(f"socket://127.0.0.1:{tcp}") as t:
+        with open_transport(url) as t:
             result = deploy(t, plan_files([str(app[1])]), reboot=False)
     finally:
         stop.set()

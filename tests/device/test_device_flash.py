@@ -14,6 +14,7 @@ from k210tool.boards import get_board
 from k210tool.device.isp import flash, isp_connect, readback_digests
 from k210tool.device.kfpkg import plan_flash
 from k210tool.device.transport import open_transport
+from k210tool.emulator.pytest_fixtures import serve_tcp
 from k210tool.errors import DeviceError
 
 K210TOOL = [sys.executable, "-m", "k210tool"]
@@ -134,63 +135,11 @@ def test_cli_errors_are_one_line(tmp_path, kmodel_bytes):
     assert len(lines) == 1 and "cannot load a kmodel v5" in lines[0]
 
 
-def _rfc2217_server(pty_path: str):
-    """pyserial's RFC 2217 port manager in front of the emulator's pty: the board behind rfc2217://."""
-    import socket
-    import threading
-
-    import serial.rfc2217
-
-    class PtySerial(serial.Serial):
-        # a pty has no modem status lines to report (the ioctl fails); the port manager polls them
-        cts = dsr = ri = cd = property(lambda self: False)
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        conn.settimeout(0.05)
-        port = PtySerial(pty_path, timeout=0.02)
-
-        class Net:
-            def write(self, data: bytes) -> None:
-                conn.sendall(data)
-
-        manager = serial.rfc2217.PortManager(port, Net())
-
-        def board_to_net() -> None:
-            while not stop.is_set():
-                try:
-                    data = port.read(4096)
-                    if data:
-                        conn.sendall(b"".join(manager.escape(data)))
-                except (OSError, TypeError, serial.SerialException):
-                    return  # closed at the end of the test
-
-        threading.Thread(target=board_to_net, daemon=True).start()
-        while not stop.is_set():
-            try:
-                data = conn.recv(4096)
-            except TimeoutError:
-                continue
-            if not data:
-                break
-            port.write(b"".join(manager.filter(data)))
-        port.close()
-        conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return f"rfc2217://127.0.0.1:{server.getsockname()[1]}", stop
-
-
 def test_flash_through_an_rfc2217_url(make_emulator, model):
     """DTR/RTS travel over RFC 2217; kflash gets a local pty bridged to the URL."""
     emu = make_emulator()
     emu.attach_in_process()  # the port manager's pyserial drives the emulated lines
-    url, stop = _rfc2217_server(emu.port)
+    url, stop = serve_tcp(emu.port, rfc2217=True)
     try:
         result = flash(url, plan_flash(get_board("maix_dock"), kmodels=[(model, None)]))
     finally:

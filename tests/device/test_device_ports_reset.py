@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from k210tool.cli.device import ports as ports_cmd
 from k210tool.device.ports import guess, list_ports
-from k210tool.device.reset import WIRINGS, HardReset, IspReset, isp_strategies, wiring_for
+from k210tool.device.reset import WIRINGS, hard_reset, isp_reset, isp_strategies, wiring_for
 
 
 def _port(device, vid, pid, location=None):
@@ -52,12 +52,12 @@ class _Recorder:
 
 def test_isp_reset_asserts_boot_before_releasing_reset():
     rec = _Recorder()
-    IspReset(WIRINGS["dan"], hold=0)(rec)
+    isp_reset(WIRINGS["dan"], hold=0)(rec)
     # dan: RTS drives RESET, DTR drives BOOT; the last two calls: BOOT asserted, then RESET released
     assert rec.calls[-2:] == [("dtr", True), ("rts", False)]
     assert ("rts", True) in rec.calls
     rec = _Recorder()
-    HardReset(WIRINGS["kd233"], hold=0)(rec)
+    hard_reset(WIRINGS["kd233"], hold=0)(rec)
     assert rec.calls[-2:] == [("rts", False), ("dtr", False)] and ("dtr", True) in rec.calls
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from k210tool.boards import get_board
 from k210tool.device import ispproto as P
-from k210tool.device.reset import WIRINGS, HardReset, IspReset
+from k210tool.device.reset import WIRINGS, hard_reset, isp_reset
 from k210tool.emulator.board import VirtualBoard
 from k210tool.emulator.faults import FaultInjector, parse_fault
 from k210tool.emulator.flash import SparseFlash
@@ -160,12 +160,12 @@ class _Pins:
 def test_reset_strategies_pick_isp_or_firmware_by_the_boards_wiring(tmp_path, board_id, wiring):
     sent: list[bytes] = []
     vb = VirtualBoard(get_board(board_id), SparseFlash(0x1000000), tmp_path, sent.append, lambda s: None)
-    IspReset(WIRINGS[wiring], hold=0.03)(_Pins(vb))
+    isp_reset(WIRINGS[wiring], hold=0.03)(_Pins(vb))
     assert wait_until(lambda: vb.mode == "rom")
-    HardReset(WIRINGS[wiring], hold=0.03)(_Pins(vb))
+    hard_reset(WIRINGS[wiring], hold=0.03)(_Pins(vb))
     assert wait_until(lambda: vb.mode == "firmware")
     other = "kd233" if wiring == "dan" else "dan"
-    IspReset(WIRINGS[other], hold=0.03)(_Pins(vb))  # the other board's sequence never reaches the ROM
+    isp_reset(WIRINGS[other], hold=0.03)(_Pins(vb))  # the other board's sequence never reaches the ROM
     time.sleep(0.1)
     assert vb.mode != "rom"
     vb.shutdown()
