@@ -90,7 +90,7 @@ class RawRepl:
             self.t.read_until(BANNER + b">", timeout=self.prompt_timeout + 10)
         except LinkTimeout as exc:
             raise DeviceError(f"the board did not come back from a soft reset: got {exc.data[-60:]!r}",
-                              "a boot.py that never returns? remove it and retry") from None
+                              "a boot.py that never returns? retry with --no-soft-reset and remove it") from None
 
     def exit(self) -> None:
         """Back to the friendly REPL (Ctrl-B)."""
