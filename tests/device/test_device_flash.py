@@ -53,7 +53,7 @@ def test_a_cut_link_is_reported_within_the_idle_timeout(make_emulator, model):
     start = time.monotonic()
     with pytest.raises(DeviceError, match="no progress for 3 s"):
         flash(emu.port, plan_flash(get_board("maix_dock"), kmodels=[(model, None)]), attempts=1, idle_timeout=3)
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 30  # bounded (kflash alone would wait 90 s per retry, forever)
 
 
 def test_read_back_catches_flash_that_differs(make_emulator, model):
@@ -73,7 +73,7 @@ def test_silent_board_fails_at_the_greeting_in_bounded_time(make_emulator, model
     start = time.monotonic()
     with pytest.raises(DeviceError, match="never answered the K210 ISP greeting"):
         flash(emu.port, plan_flash(get_board("maix_dock"), kmodels=[(model, None)]))
-    assert time.monotonic() - start < 6
+    assert time.monotonic() - start < 15  # bounded: 3 attempts of reset + 0.5 s greeting
 
 
 def test_wrong_reset_wiring_is_explained(make_emulator):
