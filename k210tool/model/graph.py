@@ -12,7 +12,7 @@ The input model is never mutated: everything here works on copies of configs and
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,110 +211,138 @@ def flavour_of(model: Any) -> str:
     return TF_KERAS if mod.startswith("tf_keras") else KERAS3
 
 
+WeightsFn = Callable[[tuple[str, ...]], list[np.ndarray]]
+
+
 def graph_from_model(model: Any) -> Graph:
     """Read a live Keras model (either flavour) into a Graph, inlining nested models."""
-    flavour = flavour_of(model)
-    g = Graph(flavour, model.name, {}, [], [])
-    outputs = _add_model(g, model, model.get_config(), prefix_inputs=None)
-    g.outputs = outputs
+
+    def weights(path: tuple[str, ...]) -> list[np.ndarray]:
+        layer = model
+        for name in path:
+            layer = layer.get_layer(name)
+        return [np.array(w) for w in layer.get_weights()]
+
+    return graph_from_config(model.get_config(), flavour_of(model), weights,
+                             sequential_input_shape=_input_shape(model))
+
+
+def _input_shape(model: Any) -> list[Any] | None:
+    try:
+        return list(model.input_shape)
+    except (AttributeError, ValueError):
+        return None
+
+
+def graph_from_config(config: dict[str, Any], flavour: str, weights: WeightsFn | None = None,
+                      name: str | None = None, sequential_input_shape: list[Any] | None = None) -> Graph:
+    """Build a Graph from a serialised model config; ``weights(path)`` gives a layer's arrays by its
+    (possibly nested) name path, or the nodes get no weights when it is None."""
+    g = Graph(flavour, name or config.get("name", "model"), {}, [], [])
+    ctx = _Ctx(g, weights or (lambda path: []), sequential_input_shape)
+    g.outputs = ctx.add_model(config, (), None)
     return g
 
 
-def _is_nested_model(layer: Any) -> bool:
-    return hasattr(layer, "layers") and hasattr(layer, "get_layer")
+@dataclass
+class _Ctx:
+    g: Graph
+    weights: WeightsFn
+    sequential_input_shape: list[Any] | None
 
+    def add_model(self, config: dict[str, Any], path: tuple[str, ...], prefix_inputs: list[Ref] | None,
+                  class_name: str = "Functional") -> list[Ref]:
+        layers_cfg = config.get("layers") or []
+        if class_name == "Sequential" or (layers_cfg and not any("inbound_nodes" in s for s in layers_cfg)):
+            return self.add_sequential(config, path, prefix_inputs)
+        g = self.g
+        input_names = [n for n, _, _ in _ref_list(config.get("input_layers", []))]
+        special: dict[tuple[str, int], Ref] = {}
+        names: dict[str, str] = {}
 
-def _add_model(g: Graph, model: Any, config: dict[str, Any], prefix_inputs: list[Ref] | None) -> list[Ref]:
-    """Add the layers of ``model`` to ``g``; returns refs of its outputs.
+        def resolve(r: Ref) -> Ref:
+            if (r.layer, r.tensor) in special:
+                return special[(r.layer, r.tensor)]
+            if r.layer in names:
+                return Ref(names[r.layer], r.tensor)
+            raise ModelError(f"model {config.get('name')!r} refers to unknown layer output {r.layer}[{r.tensor}]")
 
-    ``prefix_inputs`` are the outer tensors feeding a nested model's input layers (None at top level).
-    """
-    layers_cfg = config.get("layers") or []
-    if type(model).__name__ == "Sequential" and not any("inbound_nodes" in s for s in layers_cfg):
-        return _add_sequential(g, model, config, prefix_inputs)
-    input_names = [n for n, _, _ in _ref_list(config.get("input_layers", []))]
-    special: dict[tuple[str, int], Ref] = {}  # input layers of nested models, outputs of nested models
-    names: dict[str, str] = {}  # layer name in this model -> node name in g
-
-    def resolve(r: Ref) -> Ref:
-        if (r.layer, r.tensor) in special:
-            return special[(r.layer, r.tensor)]
-        if r.layer in names:
-            return Ref(names[r.layer], r.tensor)
-        raise ModelError(f"model {model.name!r} refers to unknown layer output {r.layer}[{r.tensor}]")
-
-    for spec in layers_cfg:
-        lname = spec.get("name") or spec["config"]["name"]
-        if spec["class_name"] == "InputLayer":
-            if prefix_inputs is not None:
-                special[(lname, 0)] = prefix_inputs[input_names.index(lname)]
+        for spec in layers_cfg:
+            lname = spec.get("name") or spec["config"]["name"]
+            if spec["class_name"] == "InputLayer":
+                if prefix_inputs is not None:
+                    special[(lname, 0)] = prefix_inputs[input_names.index(lname)]
+                    continue
+                new = lname if lname not in g.nodes else g.unique_name(lname)
+                g.nodes[new] = Node(new, "InputLayer", _with_name(copy.deepcopy(spec["config"]), new),
+                                    module=spec.get("module"), registered_name=spec.get("registered_name"))
+                g.inputs.append(new)
+                names[lname] = new
                 continue
-            g.nodes[lname] = Node(lname, "InputLayer", copy.deepcopy(spec["config"]),
-                                  module=spec.get("module"), registered_name=spec.get("registered_name"))
-            g.inputs.append(lname)
-            names[lname] = lname
-            continue
-        nodes = spec.get("inbound_nodes", [])
-        if len(nodes) > 1:
-            raise ModelError(
-                f"layer {lname!r} is called {len(nodes)} times (a shared layer)",
-                "k210tool cannot rewrite or cut models with shared layers; use --no-rewrite",
-            )
-        args, kwargs = _parse_inbound(nodes[0] if nodes else None)
-        args, kwargs = _map_refs(args, resolve), _map_refs(kwargs, resolve)
-        layer = model.get_layer(lname)
-        if _is_nested_model(layer):
-            outs = _add_model(g, layer, layer.get_config(), prefix_inputs=list(_refs_in(args)))
-            for t, ref in enumerate(outs):
-                special[(lname, t)] = ref
-            continue
-        new_name = lname if lname not in g.nodes else g.unique_name(f"{model.name}_{lname}")
-        names[lname] = new_name
+            nodes = spec.get("inbound_nodes", [])
+            if len(nodes) > 1:
+                raise ModelError(
+                    f"layer {lname!r} is called {len(nodes)} times (a shared layer)",
+                    "k210tool cannot rewrite or cut models with shared layers; use --no-rewrite",
+                )
+            args, kwargs = _parse_inbound(nodes[0] if nodes else None)
+            args, kwargs = _map_refs(args, resolve), _map_refs(kwargs, resolve)
+            if spec["class_name"] in _MODEL_CLASSES:
+                outs = self.add_model(spec["config"], path + (lname,), list(_refs_in(args)), spec["class_name"])
+                for t, ref in enumerate(outs):
+                    special[(lname, t)] = ref
+                continue
+            names[lname] = self.add_layer(spec, spec["config"], path + (lname,), args, kwargs)
+        return [resolve(Ref(n, t)) for n, _, t in _ref_list(config.get("output_layers", []))]
+
+    def add_layer(self, spec: dict[str, Any], cfg: dict[str, Any], path: tuple[str, ...], args: Any,
+                  kwargs: dict[str, Any]) -> str:
+        g = self.g
+        lname = path[-1]
+        new_name = lname if lname not in g.nodes else g.unique_name("_".join(path))
         g.nodes[new_name] = Node(
             new_name,
             spec["class_name"],
-            _with_name(copy.deepcopy(spec["config"]), new_name),
+            _with_name(copy.deepcopy(cfg), new_name),
             args,
             kwargs,
-            [np.array(w) for w in layer.get_weights()],
+            self.weights(path),
             spec.get("module"),
             spec.get("registered_name"),
         )
-    return [resolve(Ref(n, t)) for n, _, t in _ref_list(config.get("output_layers", []))]
+        return new_name
 
-
-def _add_sequential(g: Graph, model: Any, config: dict[str, Any], prefix_inputs: list[Ref] | None) -> list[Ref]:
-    prev: Ref | None = prefix_inputs[0] if prefix_inputs else None
-    for spec in config["layers"]:
-        cfg = copy.deepcopy(spec["config"])
-        lname = cfg["name"]
-        if spec["class_name"] == "InputLayer":
+    def add_sequential(self, config: dict[str, Any], path: tuple[str, ...], prefix_inputs: list[Ref] | None) -> list[Ref]:
+        g = self.g
+        prev: Ref | None = prefix_inputs[0] if prefix_inputs else None
+        for spec in config.get("layers", []):
+            cfg = copy.deepcopy(spec["config"])
+            lname = cfg.get("name") or spec.get("name")
+            if spec["class_name"] == "InputLayer":
+                if prev is None:
+                    new = g.unique_name(lname)
+                    g.nodes[new] = Node(new, "InputLayer", _with_name(cfg, new), module=spec.get("module"))
+                    g.inputs.append(new)
+                    prev = Ref(new, 0)
+                continue
             if prev is None:
-                g.nodes[lname] = Node(lname, "InputLayer", cfg, module=spec.get("module"))
-                g.inputs.append(lname)
-                prev = Ref(lname, 0)
-            continue
+                shape = cfg.get("batch_input_shape") or cfg.get("batch_shape") or self.sequential_input_shape
+                if shape is None:
+                    raise ModelError(f"sequential model {config.get('name')!r} has no input shape")
+                iname = g.unique_name(f"{lname}_input")
+                key = "batch_input_shape" if g.flavour == TF_KERAS else "batch_shape"
+                g.nodes[iname] = Node(iname, "InputLayer", {key: list(shape), "dtype": "float32", "name": iname})
+                g.inputs.append(iname)
+                prev = Ref(iname, 0)
+            cfg.pop("batch_input_shape", None)
+            cfg.pop("batch_shape", None)
+            if spec["class_name"] in _MODEL_CLASSES:
+                prev = self.add_model(spec["config"], path + (lname,), [prev], spec["class_name"])[0]
+                continue
+            prev = Ref(self.add_layer(spec, cfg, path + (lname,), [prev], {}), 0)
         if prev is None:
-            shape = cfg.get("batch_input_shape") or cfg.get("batch_shape") or list(model.input_shape)
-            iname = g.unique_name(f"{lname}_input")
-            key = "batch_input_shape" if g.flavour == TF_KERAS else "batch_shape"
-            g.nodes[iname] = Node(iname, "InputLayer", {key: list(shape), "dtype": "float32", "name": iname})
-            g.inputs.append(iname)
-            prev = Ref(iname, 0)
-        cfg.pop("batch_input_shape", None)
-        cfg.pop("batch_shape", None)
-        layer = model.get_layer(lname)
-        if _is_nested_model(layer):
-            prev = _add_model(g, layer, layer.get_config(), prefix_inputs=[prev])[0]
-            continue
-        new_name = lname if lname not in g.nodes else g.unique_name(f"{model.name}_{lname}")
-        g.nodes[new_name] = Node(
-            new_name, spec["class_name"], _with_name(cfg, new_name), [prev], {},
-            [np.array(w) for w in layer.get_weights()], spec.get("module"), spec.get("registered_name"),
-        )
-        prev = Ref(new_name, 0)
-    assert prev is not None
-    return [prev]
+            raise ModelError(f"sequential model {config.get('name')!r} has no layers")
+        return [prev]
 
 
 def _with_name(cfg: dict[str, Any], name: str) -> dict[str, Any]:

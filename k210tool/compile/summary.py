@@ -1,0 +1,102 @@
+"""The convert summary: ``OUT.kmodel.json`` beside every kmodel, and the table ``convert`` prints.
+
+Other commands read it back (:func:`read_summary`): ``compare`` and ``test-board`` for the input shape and
+preprocessing, ``script`` for what the board must do before the KPU, ``flash`` for the kmodel version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k210tool.errors import InputError
+from k210tool.preprocess import Preprocess
+
+SUMMARY_SUFFIX = ".json"
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: list[int]
+    dtype: str
+    layout: str = ""
+
+
+@dataclass
+class OpCounts:
+    kpu_convs: int
+    kpu_uploads: int  # CPU -> KPU round trips
+    kpu_downloads: int
+    cpu_ops: dict[str, int]  # every op of the CPU schedule
+    cpu_compute_ops: dict[str, int]  # besides glue (quantize/dequantize/transpose/copy/call)
+    problem_ops: dict[str, int]  # Pad/Slice/Binary/TableLookup1D...: what the rewrite removes
+
+
+@dataclass
+class Memory:
+    input: int
+    output: int
+    data: int
+    model: int
+    total: int  # nncase's TOTAL: what the firmware must find in RAM
+    board_limit: int  # RAM the board's firmware leaves for a model
+    fits: bool
+
+
+@dataclass
+class Summary:
+    kmodel: str
+    kmodel_version: int
+    kmodel_size: int
+    kmodel_sha256: str
+    source: str
+    source_format: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    preprocess: dict[str, Any]
+    quantization: dict[str, Any]
+    ops: OpCounts
+    memory: Memory
+    board: str
+    firmware: str
+    flash_size: int
+    fits_flash: bool
+    loads_on: list[str]  # firmware families that load this kmodel version
+    board_loads_it: bool
+    head_cut: dict[str, Any] | None = None
+    rewrite: dict[str, Any] | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    tool: str = ""
+    nncase: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def get_preprocess(self) -> Preprocess:
+        return Preprocess.from_dict(self.preprocess)
+
+
+def summary_path(kmodel: Path | str) -> Path:
+    return Path(str(kmodel) + SUMMARY_SUFFIX)
+
+
+def read_summary(kmodel_or_json: Path | str) -> Summary:
+    """Read ``X.kmodel.json`` (given the kmodel or the JSON path)."""
+    p = Path(kmodel_or_json)
+    if p.suffix != SUMMARY_SUFFIX:
+        p = summary_path(p)
+    if not p.exists():
+        raise InputError(f"no convert summary {p}", "it is written by `k210tool convert`; re-run convert or pass --summary")
+    try:
+        d = json.loads(p.read_text())
+        d["inputs"] = [TensorInfo(**t) for t in d["inputs"]]
+        d["outputs"] = [TensorInfo(**t) for t in d["outputs"]]
+        d["ops"] = OpCounts(**d["ops"])
+        d["memory"] = Memory(**d["memory"])
+        return Summary(**d)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{p} is not a k210tool convert summary ({exc})") from None

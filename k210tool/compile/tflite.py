@@ -1,0 +1,29 @@
+"""Keras model -> TFLite flatbuffer with a fixed batch-1 image input (what nncase imports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k210tool.errors import CompileError
+
+
+def export_tflite(model: Any, input_shape: tuple[int, int, int]) -> bytes:
+    """Float TFLite of ``model`` (either Keras flavour) for one ``(H, W, C)`` image.
+
+    Goes through a concrete function rather than ``from_keras_model`` so tf_keras and Keras 3 models take
+    the same path and the batch dimension is fixed to 1 (nncase needs static shapes).
+    """
+    from k210tool.tfutil import import_tf, quiet_stderr
+
+    tf = import_tf()
+    spec = tf.TensorSpec([1, *input_shape], tf.float32, name="input")
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    try:
+        with quiet_stderr():
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompileError(f"TensorFlow Lite cannot export this model: {first}",
+                           "ops outside TFLite's builtin set cannot run on the K210 either") from None

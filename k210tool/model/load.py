@@ -1,0 +1,384 @@
+"""Load a model file into one image -> embedding model, whatever the user brings.
+
+- legacy tf.keras 2.x ``.h5`` (the common case; Keras 3 cannot read most of them) -> ``tf_keras``;
+- Keras 3 ``.keras`` (and Keras-3-written ``.h5``) -> ``keras``;
+- ``.tflite`` / ``.onnx`` -> passed to nncase as they are (no rewrite, no head cutting).
+
+Custom layer classes the tool has never seen (an ArcFace head, a softmax-with-margin layer) do not stop
+loading: the graph is read from the file's config, the layers needed for the embedding are rebuilt with
+their weights, and the training head is cut off (:mod:`k210tool.model.heads`). Only when an unknown class
+sits *inside* the backbone does the user have to pass ``--custom-objects FILE.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from k210tool.errors import InputError, ModelError
+from k210tool.model.graph import KERAS3, TF_KERAS, Graph, build_model, graph_from_config, graph_from_model
+from k210tool.model.heads import HeadCut, cut_head
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+_STRUCTURAL = {"Functional", "Model", "Sequential", "InputLayer"}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    output_layer: str | None = None  # cut the graph at this layer's output
+    keep_head: bool = False  # do not cut classifier/margin heads
+    input_size: tuple[int, int] | None = None  # (height, width) when the file leaves it open
+    custom_objects: Path | None = None  # a .py file defining custom layer classes
+    trust_lambda: bool = False  # allow Lambda layers (they run Python code from the file)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    format: str  # h5 | keras | tflite | onnx
+    flavour: str | None  # tf_keras | keras3 | None (tflite/onnx)
+    model: Any | None  # a Keras model image -> embedding (None for tflite/onnx)
+    graph: Graph | None
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    output_shape: tuple[int, ...]
+    input_layout: str = "NHWC"  # layout of the source model's input (onnx: usually NCHW)
+    head_cut: HeadCut | None = None
+    unknown_classes: list[str] = field(default_factory=list)
+    raw: bytes | None = None  # tflite / onnx bytes
+
+    @property
+    def is_keras(self) -> bool:
+        return self.model is not None
+
+
+def sniff_format(path: Path) -> str:
+    """Format from the file's first bytes (the suffix only breaks ties); InputError if unknown."""
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a directory", "give a .h5, .keras, .tflite or .onnx file "
+                         "(TensorFlow SavedModel folders: convert them to .tflite first)")
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if not head:
+        raise InputError(f"model file {path} is empty")
+    if head.startswith(HDF5_MAGIC):
+        return "h5"
+    if head.startswith(ZIP_MAGIC):
+        return "keras"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    raise InputError(f"{path} is not a model file k210tool can read (unrecognised content)",
+                     "expected a Keras .h5/.keras, a .tflite or an .onnx file")
+
+
+def load_model(path: Path | str, options: LoadOptions | None = None, reporter: Any = None) -> LoadedModel:
+    """Read ``path`` and reduce it to one image input and one embedding output."""
+    opts = options or LoadOptions()
+    p = Path(path)
+    fmt = sniff_format(p)
+    if fmt == "tflite":
+        return _load_tflite(p)
+    if fmt == "onnx":
+        return _load_onnx(p)
+    custom = _custom_objects(opts.custom_objects)
+    graph, unknown = _read_h5(p, custom, opts) if fmt == "h5" else _read_keras_zip(p, custom, opts)
+    graph, cut = cut_head(graph, unknown, opts.output_layer, opts.keep_head)
+    if reporter is not None and cut is not None:
+        reporter.info(f"cut the training head: {cut.describe()}")
+    _fix_input_size(graph, opts.input_size)
+    model = _build(graph, custom, unknown)
+    in_shape = tuple(int(d) for d in model.input_shape[1:])
+    out_shape = tuple(int(d) if d is not None else -1 for d in model.output_shape[1:])
+    return LoadedModel(p, fmt, graph.flavour, model, graph, in_shape, out_shape,  # type: ignore[arg-type]
+                       head_cut=cut, unknown_classes=sorted(unknown))
+
+
+# ---------------------------------------------------------------------------------------------------
+# h5
+# ---------------------------------------------------------------------------------------------------
+def _read_h5(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple[Graph, set[str]]:
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            raw_cfg = f.attrs.get("model_config")
+            keras_version = f.attrs.get("keras_version", b"")
+    except OSError as exc:
+        raise ModelError(f"{p} is a truncated or corrupt HDF5 file ({_first_line(exc)})",
+                         "re-export or re-download the model") from None
+    if raw_cfg is None:
+        raise ModelError(f"{p} is an HDF5 file without a model in it (weights only?)",
+                         "save the whole model (model.save), not only its weights")
+    config = json.loads(raw_cfg.decode() if isinstance(raw_cfg, bytes) else raw_cfg)
+    kv = keras_version.decode() if isinstance(keras_version, bytes) else str(keras_version)
+    flavour = KERAS3 if kv.startswith("3") else TF_KERAS
+    unknown = _unknown_classes(config, flavour, custom)
+    if not unknown:
+        model = _load_live_h5(p, flavour, custom, opts)
+        return graph_from_model(model), set()
+    weights = _H5Weights(p)
+    graph = graph_from_config(config.get("config", config), flavour, weights.get,
+                              name=config.get("config", {}).get("name"))
+    return graph, unknown
+
+
+def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptions) -> Any:
+    from k210tool.tfutil import import_keras3, import_tf_keras, quiet_stderr
+
+    k = import_tf_keras() if flavour == TF_KERAS else import_keras3()
+    try:
+        with quiet_stderr():
+            if flavour == TF_KERAS:
+                return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
+            return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise _explain_load_error(p, exc) from None
+
+
+class _H5Weights:
+    """Layer weights read straight from an h5 file's ``model_weights`` group (no model needed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, layer_path: tuple[str, ...]) -> list[np.ndarray]:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            top = layer_path[0]
+            if top not in root:
+                return []
+            group = root[top]
+            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("weight_names", [])]
+            if len(layer_path) > 1:  # a layer inside a nested model: its weights are named "<layer>/<var>"
+                inner = layer_path[-1]
+                names = [n for n in names if n.split("/")[-2:-1] == [inner] or n.startswith(inner + "/")]
+            return [np.array(group[n]) for n in names]
+
+
+# ---------------------------------------------------------------------------------------------------
+# .keras (Keras 3 zip)
+# ---------------------------------------------------------------------------------------------------
+def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple[Graph, set[str]]:
+    from k210tool.tfutil import import_keras3, quiet_stderr
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            config = json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{p} is not a valid .keras file ({_first_line(exc)})",
+                         "is the file complete? re-save it with model.save('x.keras')") from None
+    keras = import_keras3()
+    unknown = _unknown_classes(config, KERAS3, custom)
+    objects = dict(custom)
+    for name in unknown:
+        objects[name] = _stub_layer(keras, name)
+    for reg in _registered_names(config, unknown):
+        objects[reg] = objects[reg.split(">")[-1]]
+    try:
+        with quiet_stderr():
+            model = keras.saving.load_model(p, compile=False, custom_objects=objects, safe_mode=not opts.trust_lambda)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise _explain_load_error(p, exc) from None
+    return graph_from_model(model), unknown
+
+
+def _stub_layer(keras: Any, name: str) -> type:
+    """A stand-in for an unknown Keras 3 layer class: keeps its weights, passes its first input through.
+
+    It only exists so the file loads; the head cutter removes every stub before the model is used.
+    """
+
+    class Stub(keras.layers.Layer):  # type: ignore[misc, name-defined]
+        def __init__(self, **kwargs: Any) -> None:
+            base = {k: kwargs.pop(k) for k in ("name", "trainable", "dtype") if k in kwargs}
+            super().__init__(**base)
+            self._stub_config = kwargs
+
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            first = args[0]
+            return first[0] if isinstance(first, (list, tuple)) else first
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return input_shape[0] if isinstance(input_shape, list) else input_shape
+
+        def load_own_variables(self, store: Any) -> None:
+            self._stub_weights = [np.array(store[k]) for k in sorted(store.keys(), key=str)]
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), **self._stub_config}
+
+    Stub.__name__ = Stub.__qualname__ = name
+    return Stub
+
+
+def _registered_names(config: Any, names: set[str]) -> set[str]:
+    found: set[str] = set()
+    for spec in _iter_layer_specs(config):
+        reg = spec.get("registered_name")
+        if reg and spec.get("class_name") in names:
+            found.add(reg)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------
+# tflite / onnx
+# ---------------------------------------------------------------------------------------------------
+def _load_tflite(p: Path) -> LoadedModel:
+    from k210tool.tfutil import import_tf
+
+    data = p.read_bytes()
+    tf = import_tf()
+    try:
+        interp = tf.lite.Interpreter(model_content=data)
+        ins, outs = interp.get_input_details(), interp.get_output_details()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{p} is not a valid TFLite model ({_first_line(exc)})") from None
+    if len(ins) != 1:
+        raise ModelError(f"{p} has {len(ins)} inputs; k210tool converts models with one image input")
+    if len(outs) != 1:
+        raise ModelError(f"{p} has {len(outs)} outputs; a TFLite file cannot be cut here",
+                         "cut it to one output before exporting, or convert the Keras model with --output-layer")
+    shape = [int(d) for d in ins[0]["shape"]]
+    if len(shape) != 4:
+        raise ModelError(f"{p}: input shape {shape} is not an image (N, H, W, C)")
+    return LoadedModel(p, "tflite", None, None, None, (shape[1], shape[2], shape[3]),
+                       tuple(int(d) for d in outs[0]["shape"][1:]), raw=data)
+
+
+def _load_onnx(p: Path) -> LoadedModel:
+    try:
+        import onnx
+    except ImportError:
+        raise InputError("reading .onnx needs the onnx package", "pip install onnx") from None
+    data = p.read_bytes()
+    try:
+        m = onnx.load_from_string(data)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"{p} is not a valid ONNX model ({_first_line(exc)})") from None
+    inits = {i.name for i in m.graph.initializer}
+    ins = [i for i in m.graph.input if i.name not in inits]
+    if len(ins) != 1 or len(m.graph.output) != 1:
+        raise ModelError(f"{p} has {len(ins)} inputs and {len(m.graph.output)} outputs; one of each is needed")
+    dims = [d.dim_value or -1 for d in ins[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or min(dims[1:]) <= 0:
+        raise ModelError(f"{p}: input shape {dims} is not a fixed-size image", "export with a fixed input size")
+    nchw = dims[1] in (1, 3) and dims[3] not in (1, 3)
+    h, w, c = (dims[2], dims[3], dims[1]) if nchw else (dims[1], dims[2], dims[3])
+    out_dims = tuple(d.dim_value or -1 for d in m.graph.output[0].type.tensor_type.shape.dim[1:])
+    return LoadedModel(p, "onnx", None, None, None, (h, w, c), out_dims,
+                       input_layout="NCHW" if nchw else "NHWC", raw=data)
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------
+def _iter_layer_specs(config: Any) -> Any:
+    if isinstance(config, dict):
+        if "class_name" in config and "config" in config:
+            yield config
+        for value in config.values():
+            yield from _iter_layer_specs(value)
+    elif isinstance(config, list):
+        for item in config:
+            yield from _iter_layer_specs(item)
+
+
+def _unknown_classes(config: dict[str, Any], flavour: str, custom: dict[str, Any]) -> set[str]:
+    """Layer classes in ``config`` that neither Keras flavour nor ``custom`` can build."""
+    from k210tool.model.graph import keras_module
+
+    k = keras_module(flavour)
+    unknown: set[str] = set()
+    top = config.get("config", config)
+    for spec in _iter_layer_specs(top.get("layers", [])):
+        name = spec["class_name"]
+        if name in _STRUCTURAL or name in custom or name.startswith("__"):
+            continue
+        if not _is_layer_spec(spec):
+            continue
+        if hasattr(k.layers, name) or k.utils.get_registered_object(spec.get("registered_name") or name) is not None:
+            continue
+        unknown.add(name)
+    return unknown
+
+
+def _is_layer_spec(spec: dict[str, Any]) -> bool:
+    """Layer entries carry inbound_nodes or a name; initializers/regularizers do not."""
+    cfg = spec.get("config")
+    return isinstance(cfg, dict) and ("inbound_nodes" in spec or "name" in spec or "trainable" in cfg)
+
+
+def _custom_objects(path: Path | None) -> dict[str, Any]:
+    """Classes defined in a user's Python file (``--custom-objects``), by name."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"custom objects file {p} does not exist")
+    spec = importlib.util.spec_from_file_location(f"k210tool_user_{p.stem}", p)
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {p}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise InputError(f"importing {p} failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    return {name: obj for name, obj in vars(module).items() if isinstance(obj, type) and not name.startswith("_")}
+
+
+def _fix_input_size(graph: Graph, size: tuple[int, int] | None) -> None:
+    images = [n for n in graph.inputs if len(graph.input_shape(n)) == 4]
+    if not images:
+        shapes = ", ".join(str(graph.input_shape(n)) for n in graph.inputs)
+        raise ModelError(f"the model's input {shapes} is not an image (expected batch, height, width, channels)")
+    shape = graph.input_shape(images[0])
+    if size is not None:
+        graph.set_input_shape(*size)
+    elif shape[1] is None or shape[2] is None:
+        raise ModelError(f"the model's input size is not fixed ({shape[1]} x {shape[2]})",
+                         "pass --input-size HEIGHT WIDTH, e.g. --input-size 112 112")
+
+
+def _build(graph: Graph, custom: dict[str, Any], unknown: set[str]) -> Any:
+    left = sorted({n.class_name for n in graph if n.class_name in unknown})
+    if left:
+        names = [n.name for n in graph if n.class_name in left]
+        raise ModelError(
+            f"layer {names[0]!r} uses class {left[0]} that k210tool does not know, and the embedding depends on it",
+            f"pass --custom-objects FILE.py defining {', '.join(left)}",
+        )
+    from k210tool.tfutil import import_keras3, import_tf_keras, quiet_stderr
+
+    if graph.flavour == TF_KERAS:
+        import_tf_keras()
+    else:
+        import_keras3()
+    with quiet_stderr():
+        return build_model(graph, custom)
+
+
+def _explain_load_error(p: Path, exc: Exception) -> ModelError:
+    text = _first_line(exc)
+    if "Lambda" in text and ("safe_mode" in text or "unsafe" in text):
+        return ModelError(f"{p} contains a Lambda layer, which runs Python code stored in the file",
+                          "pass --trust-lambda if you trust where the file comes from")
+    if "Unknown" in text:
+        return ModelError(f"{p}: {text}", "pass --custom-objects FILE.py defining the missing class")
+    return ModelError(f"cannot load {p}: {text}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,95 @@
+"""Small real models shaped like users' files, built with tf_keras and saved as legacy .h5."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from k210tool.tfutil import import_tf_keras
+
+
+def arcface_layer_class() -> type:
+    """An ArcFace margin head as users write it: a custom class taking [embedding, label]."""
+    k = import_tf_keras()
+    tf = __import__("tensorflow")
+
+    class ArcFace(k.layers.Layer):
+        def __init__(self, n_classes: int = 10, s: float = 64.0, m: float = 0.5, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.n_classes, self.s, self.m = n_classes, s, m
+
+        def build(self, input_shape: Any) -> None:
+            self.W = self.add_weight(name="W", shape=(int(input_shape[0][-1]), self.n_classes),
+                                     initializer="glorot_uniform")
+
+        def call(self, inputs: Any) -> Any:
+            x, y = inputs
+            x = tf.nn.l2_normalize(x, axis=1)
+            w = tf.nn.l2_normalize(self.W, axis=0)
+            logits = x @ w
+            theta = tf.acos(tf.clip_by_value(logits, -1 + 1e-7, 1 - 1e-7))
+            target = tf.cos(theta + self.m)
+            onehot = tf.one_hot(tf.cast(y, tf.int32), self.n_classes)
+            return tf.nn.softmax(self.s * (logits * (1 - onehot) + target * onehot))
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "n_classes": self.n_classes, "s": self.s, "m": self.m}
+
+    return ArcFace
+
+
+def save_h5(model: Any, path: Path) -> Path:
+    model.save(str(path), save_format="h5")
+    return path
+
+
+def tiny_backbone(size: int = 32, emb: int = 16, prelu: bool = True, seed: int = 0) -> Any:
+    """A MobileFaceNet-shaped toy: stride-2 'same' convs, depthwise, PReLU, GDConv, linear embedding."""
+    k = import_tf_keras()
+    k.utils.set_random_seed(seed)
+    L = k.layers
+    inp = k.Input((size, size, 3), name="image")
+
+    def act(x: Any) -> Any:
+        return L.PReLU(shared_axes=[1, 2], alpha_initializer=k.initializers.Constant(0.25))(x) if prelu else L.ReLU()(x)
+
+    x = act(L.BatchNormalization()(L.Conv2D(8, 3, 2, padding="same", use_bias=False)(inp)))
+    x = act(L.BatchNormalization()(L.DepthwiseConv2D(3, 1, padding="same", use_bias=False)(x)))
+    x = act(L.BatchNormalization()(L.Conv2D(16, 1, use_bias=False)(x)))
+    x = act(L.BatchNormalization()(L.DepthwiseConv2D(3, 2, padding="same", use_bias=False)(x)))
+    y = L.BatchNormalization()(L.Conv2D(16, 1, use_bias=False)(x))
+    x = L.Add()([L.Conv2D(16, 1, use_bias=False)(x), y])
+    s = int(x.shape[1])
+    x = L.BatchNormalization()(L.DepthwiseConv2D(s, use_bias=False, name="gdconv")(x))
+    x = L.Conv2D(emb, 1, use_bias=False, name="linear_conv")(x)
+    x = L.Flatten(name="embedding")(L.BatchNormalization(name="embedding_bn")(x))
+    return k.Model(inp, x, name="tiny_facenet")
+
+
+def with_arcface(backbone: Any, n_classes: int = 10) -> Any:
+    """Training model: [image, label] -> ArcFace softmax, the way users save it."""
+    k = import_tf_keras()
+    label = k.Input((), name="label", dtype="int32")
+    ArcFace = arcface_layer_class()
+    out = ArcFace(n_classes, name="arcface")([backbone.output, label])
+    return k.Model([backbone.input, label], out, name="train_model")
+
+
+def mobilenetv2_dense(size: int = 64, emb: int = 32, n_classes: int = 50, seed: int = 0) -> Any:
+    """A MobileNetV2 (keras.applications, nested) backbone + Dense embedding + softmax classifier."""
+    k = import_tf_keras()
+    k.utils.set_random_seed(seed)
+    base = k.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None, alpha=0.35)
+    inp = k.Input((size, size, 3), name="image")
+    x = k.layers.GlobalAveragePooling2D()(base(inp))
+    x = k.layers.Dropout(0.2)(x)
+    x = k.layers.Dense(emb, name="embedding")(x)
+    x = k.layers.BatchNormalization(name="embedding_bn")(x)
+    out = k.layers.Dense(n_classes, activation="softmax", name="classifier")(x)
+    return k.Model(inp, out, name="mnv2_face")
+
+
+def predict(model: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model(x, training=False))
