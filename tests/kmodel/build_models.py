@@ -1,6 +1,7 @@
 """Build a named test model, compile it with nncase 1.9 and write ``NAME.kmodel`` + ``NAME.npy`` (inputs).
 
-Run as ``python tests/kmodel/build_models.py NAME OUT_DIR`` (a child process: nncase can abort). The models
+Run as ``python tests/kmodel/build_models.py OUT_DIR NAME...`` (a child process: nncase can abort; one
+process builds several models so TensorFlow is imported once). The models
 are MobileFaceNets of the project (``k210tool.train.models.mobilefacenet``) with seeded weights and BN
 statistics settled on synthetic faces, so their activations and quantization are realistic; the tiny
 ones keep every layer kind (stem, depthwise, bottlenecks with residual adds, GDConv, linear embedding).
@@ -83,5 +84,13 @@ def build(name: str, out_dir: Path) -> None:
     os.replace(tmp, out_dir / f"{name}.kmodel")
 
 
+GROUPS = {"tiny": [n for n in MODELS if n.startswith("tiny_")]}
+
+
+def group_of(name: str) -> list[str]:
+    return next((members for members in GROUPS.values() if name in members), [name])
+
+
 if __name__ == "__main__":
-    build(sys.argv[1], Path(sys.argv[2]))
+    for model_name in sys.argv[2:]:
+        build(model_name, Path(sys.argv[1]))

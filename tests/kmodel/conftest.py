@@ -36,7 +36,8 @@ class CompiledModels:
         target = self.root / f"{name}.kmodel"
         if target.exists():
             return target
-        lock = self.root / f"{name}.lock"
+        group = _group_of(name)
+        lock = self.root / f"{group[0]}.lock"
         while True:
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -49,17 +50,17 @@ class CompiledModels:
                 continue
             try:
                 if not target.exists():
-                    self._build(name)
+                    self._build(group)
             finally:
                 os.close(fd)
                 lock.unlink(missing_ok=True)
             return target
 
-    def _build(self, name: str) -> None:
-        proc = subprocess.run([sys.executable, str(BUILDER), name, str(self.root)], capture_output=True, text=True,
+    def _build(self, names: list[str]) -> None:
+        proc = subprocess.run([sys.executable, str(BUILDER), str(self.root), *names], capture_output=True, text=True,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""})
-        if proc.returncode != 0 or not (self.root / f"{name}.kmodel").exists():
-            raise RuntimeError(f"building test model {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        if proc.returncode != 0 or not all((self.root / f"{n}.kmodel").exists() for n in names):
+            raise RuntimeError(f"building test models {names} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
     def kmodel(self, name: str) -> bytes:
         return self.path(name).read_bytes()
@@ -67,6 +68,15 @@ class CompiledModels:
     def images(self, name: str) -> np.ndarray:
         self.path(name)
         return np.load(self.root / f"{name}.npy")
+
+
+def _group_of(name: str) -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kmodel_build_models", BUILDER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.group_of(name)
 
 
 @pytest.fixture(scope="session")

@@ -7,27 +7,31 @@ the same formulas as the SDK's v0 simulator kernels):
 
        alu = sum(x*w) + (arg_x * sum(x) >> shr_x) + (arg_w * sum(w) >> shr_w) + arg_add * ic_per_group
 
-2. batch norm per output channel: ``y = (alu * mul >> shift) + add``;
-3. piecewise-linear activation: the last of the 16 segments with ``y > x_start`` gives
-   ``round_half_even_ish((y - x_start) * y_mul >> shift) + bias`` (the runtime's "banker" carry shift,
-   reproduced with its behaviour on negative values), clamped to 0..255;
-4. 2x2/4x4 pooling (max, mean, or selecting one pixel: how stride 2 is done).
+2. batch norm per output channel ``y = (alu * mul >> shift) + add`` and the 16-segment activation table
+   (see :mod:`~k210tool.sim.interp.actfast`), clamped to 0..255;
+3. 2x2/4x4 pooling: max, mean, or selecting one pixel of each window (how nncase does stride 2).
 
-All integer arithmetic is exact: products of uint8 are summed in float32 while the sum is below 2**24,
-otherwise in float64 (exact below 2**53), and the rest runs in int64, so results match the C++ bit for bit.
+Feature maps are kept channel-major, ``(C, M, H, W)`` with ``M`` = images x model batches, so a 1x1
+convolution is one matrix product. Sums of products of uint8 are exact: the matrix product runs on values
+centred on 128 in float32, exact while ``K * 128**2 <= 2**24``, in float64 chunks beyond. For select-pools
+only the selected pixels are computed.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from k210tool.compile.kmodel.kpu import POOL_GEOMETRY
 from k210tool.compile.kmodel.layout import row_layout
 from k210tool.compile.kmodel.model import KpuConv
+from k210tool.sim.interp.actfast import ActTable, FastAct, banker_shift, bn_act_exact, build_fast
 
-_F32_EXACT = 1 << 24
+_F32_K = 1024  # K * 128*128 <= 2**24: a centred float32 product sum is exact
+_CHUNK = 1 << 16  # elements per chunk of the post-processing (stays in cache)
+_GEMM_COLS = 1 << 15  # columns per matrix product
+_SELECT = {5: (0, 0), 6: (0, 1), 7: (0, 0)}  # pool type -> (dy, dx) of the selected pixel
+
+__all__ = ["KpuLayerRunner", "KpuModelError", "KpuRam", "banker_shift", "download", "pool", "upload"]
 
 
 class KpuModelError(Exception):
@@ -39,7 +43,7 @@ def upload(ram: np.ndarray, start: int, x: np.ndarray) -> None:
     """Write ``x`` (N, B, C, H, W) uint8 into KPU RAM ``ram`` (N, bytes) at ``start`` in row layout."""
     n, b, c, h, w = x.shape
     for batch in range(b):
-        region, lay = _region(ram, start + batch * _fmap_bytes(c, h, w), c, h, w)
+        region, lay = _region(ram, start + batch * fmap_bytes(c, h, w), c, h, w)
         if lay.groups == 1:
             region[:, :c, :, :w] = x[:, batch]
             continue
@@ -56,7 +60,7 @@ def download(ram: np.ndarray, start: int, shape: tuple[int, int, int, int]) -> n
     b, c, h, w = shape
     out = np.empty((ram.shape[0], b, c, h, w), np.uint8)
     for batch in range(b):
-        region, lay = _region(ram, start + batch * _fmap_bytes(c, h, w), c, h, w)
+        region, lay = _region(ram, start + batch * fmap_bytes(c, h, w), c, h, w)
         if lay.groups == 1:
             out[:, batch] = region[:, :c, :, :w]
         else:
@@ -66,7 +70,7 @@ def download(ram: np.ndarray, start: int, shape: tuple[int, int, int, int]) -> n
     return out
 
 
-def _fmap_bytes(c: int, h: int, w: int) -> int:
+def fmap_bytes(c: int, h: int, w: int) -> int:
     lay = row_layout(w)
     per_row = min(c, lay.groups)
     return lay.row_len * h * ((c + per_row - 1) // per_row) * 64
@@ -84,154 +88,274 @@ def _region(ram: np.ndarray, start: int, c: int, h: int, w: int) -> tuple[np.nda
     return flat.reshape(ram.shape[0], blocks, h, lay.groups, lay.row_pitch), lay
 
 
+def to_cm(x: np.ndarray) -> np.ndarray:
+    """(N, B, C, H, W) -> (C, N*B, H, W)."""
+    n, b, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n * b, c, h, w).transpose(1, 0, 2, 3))
+
+
+def from_cm(x: np.ndarray, n: int) -> np.ndarray:
+    """(C, N*B, H, W) -> (N, B, C, H, W)."""
+    c, m, h, w = x.shape
+    return x.transpose(1, 0, 2, 3).reshape(n, m // n, c, h, w)
+
+
+class KpuRam:
+    """KPU RAM whose feature maps stay in channel-major form until something reads them as bytes.
+
+    ``store`` keeps a map lazily at its address; ``load`` of the same address and shape returns it as is;
+    any other access writes the overlapping maps into the byte array first, so reads always see exactly
+    the bytes the hardware would hold.
+    """
+
+    def __init__(self, ram: np.ndarray) -> None:
+        self.ram = ram
+        self.n = ram.shape[0]
+        self.maps: dict[int, tuple[int, tuple[int, int, int, int], np.ndarray]] = {}
+
+    def store(self, start: int, shape: tuple[int, int, int, int], x: np.ndarray) -> None:
+        end = start + shape[0] * fmap_bytes(*shape[1:])
+        if end > self.ram.shape[1] or start < 0:
+            raise KpuModelError(f"feature map {shape} at {start} lies outside the 2 MiB KPU RAM")
+        for s, (e, _shape, _x) in list(self.maps.items()):
+            if s < end and start < e:
+                if not (start <= s and e <= end):  # partly overwritten: its other bytes stay visible
+                    self._flush(s)
+                self.maps.pop(s, None)
+        self.maps[start] = (end, shape, x)
+
+    def load(self, start: int, shape: tuple[int, int, int, int]) -> np.ndarray:
+        hit = self.maps.get(start)
+        if hit is not None and hit[1] == shape:
+            return hit[2]
+        self.flush_range(start, start + shape[0] * fmap_bytes(*shape[1:]))
+        return to_cm(download(self.ram, start, shape))
+
+    def flush_range(self, start: int, end: int) -> None:
+        for s, (e, _shape, _x) in list(self.maps.items()):
+            if s < end and start < e:
+                self._flush(s)
+
+    def _flush(self, start: int) -> None:
+        _end, shape, x = self.maps.pop(start)
+        upload(self.ram, start, from_cm(x, self.n))
+
+
 # ------------------------------------------------------------------------------------ one layer
-@dataclass
 class KpuLayerRunner:
     """A KPU convolution prepared once (weights, constant terms, tables), run on any batch."""
 
-    conv: KpuConv
-
-    def __post_init__(self) -> None:
-        layer = self.conv.layer
-        self.in_shape = layer.in_shape
-        self.out_shape = layer.out_shape
-        self.depthwise = layer.depthwise
-        self.filter = layer.filter_size
+    def __init__(self, conv: KpuConv, fast: bool = True) -> None:
+        layer = conv.layer
+        self.use_fast = fast
+        self.conv = conv
+        self.in_shape, self.out_shape = layer.in_shape, layer.out_shape
+        self.depthwise, self.filter, self.pool_type = layer.depthwise, layer.filter_size, layer.pool_type
         if self.filter not in (1, 3):
             raise KpuModelError(f"KPU kernel type {layer.get('kernel_type')} is not 1x1 or 3x3")
-        if layer.pool_type not in POOL_GEOMETRY:
-            raise KpuModelError(f"KPU pool type {layer.pool_type} is unknown")
+        if self.pool_type not in POOL_GEOMETRY:
+            raise KpuModelError(f"KPU pool type {self.pool_type} is unknown")
         ic, oc, f = layer.in_channels, layer.out_channels, self.filter
-        w = np.asarray(self.conv.weights, np.int64).reshape(oc, 1 if self.depthwise else ic, f, f)
         if self.depthwise and ic != oc:
             raise KpuModelError(f"depthwise KPU layer with {ic} input and {oc} output channels")
-        self.g_ic = 1 if self.depthwise else ic
+        _, stride = POOL_GEOMETRY[self.pool_type]
+        _c, h, w = self.in_shape
+        if (oc, h // stride, w // stride) != self.out_shape:
+            raise KpuModelError(f"pooling {h}x{w} with type {self.pool_type} does not give {self.out_shape}")
+        self.select = (stride, *_SELECT[self.pool_type]) if self.pool_type in _SELECT else None
         self.pad_value = layer.get("pad_value")
-        arg_x, arg_w = _signed(layer.get("arg_x"), 24), _signed(layer.get("arg_w"), 24)
-        self.arg_x, self.shr_x = arg_x, layer.get("shr_x")
-        sum_w = w.reshape(oc, -1).sum(axis=1)
-        arg_add = _signed(layer.get("arg_add"), 40)
-        # per output channel constant: (arg_w * sum_w >> shr_w) + arg_add * ic_per_group
-        self.const = ((arg_w * sum_w) >> layer.get("shr_w")) + arg_add * self.g_ic
-        k = w.shape[1] * f * f
-        self.k = k
-        self.dot_dtype = np.float32 if 255 * 255 * k < _F32_EXACT else np.float64
-        self.w_mat = w.reshape(oc, k).astype(self.dot_dtype)
-        self.w_dw = w[:, 0].astype(np.float32) if self.depthwise else None
-        bn = self.conv.batch_norm
-        self.bn_mul, self.bn_shift, self.bn_add = bn.mul, bn.shift, bn.add
-        act = self.conv.activation.segments()
-        self.act_x = np.array([s["x_start"] for s in act], np.int64)
-        self.act_mul = np.array([s["y_mul"] for s in act], np.int64)
-        self.act_shift = np.array([s["shift"] for s in act], np.int64)
-        self.act_bias = np.array([s["bias"] for s in act], np.int64)
-        self.act_sorted = bool(np.all(np.diff(self.act_x) > 0))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """(M, IC, H, W) uint8 -> (M, OC, OH, OW) uint8."""
-        alu = self.alu(x)
-        y = bn_act(alu, self)
-        return pool(y, self.conv.layer.pool_type, self.out_shape)
-
-    def alu(self, x: np.ndarray) -> np.ndarray:
-        m, ic, h, w = x.shape
-        if (ic, h, w) != self.in_shape:
-            raise KpuModelError(f"KPU layer expects {self.in_shape}, got {x.shape[1:]}")
-        if self.filter == 3:
-            xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=self.pad_value)
-        else:
-            xp = x
+        w_int = np.asarray(conv.weights, np.int64).reshape(oc, 1 if self.depthwise else ic, f, f)
+        self.w_int = w_int
+        self.k = w_int[0].size
+        self.g_ic = 1 if self.depthwise else ic
+        self.arg_x, self.shr_x = _signed(layer.get("arg_x"), 24), layer.get("shr_x")
+        arg_w = _signed(layer.get("arg_w"), 24)
+        sum_w = w_int.reshape(oc, -1).sum(axis=1)
+        # per output channel: (arg_w * sum_w >> shr_w) + arg_add * ic_per_group
+        self.const = ((arg_w * sum_w) >> layer.get("shr_w")) + _signed(layer.get("arg_add"), 40) * self.g_ic
+        bn = conv.batch_norm
+        self.bn = (bn.mul, bn.shift, bn.add)
+        segs = conv.activation.segments()
+        self.act = ActTable(*(np.array([s[k] for s in segs], np.int64) for k in ("x_start", "y_mul", "shift", "bias")))
         if self.depthwise:
-            dot, sum_x = self._depthwise(xp, h, w)
+            self._prepare_depthwise()
         else:
-            dot, sum_x = self._dense(xp, h, w)
-        term_x = (self.arg_x * sum_x.astype(np.int64)) >> self.shr_x
-        return dot.astype(np.int64) + term_x + self.const.reshape(1, -1, 1, 1)
+            self._prepare_dense(sum_w)
 
-    def _depthwise(self, xp: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    # ---------------------------------------------------------------------------- preparation
+    def _prepare_dense(self, sum_w: np.ndarray) -> None:
+        k = self.k
+        self.w_centered = (self.w_int.reshape(len(sum_w), k) - 128).astype(np.float32 if k <= _F32_K else np.float64)
+        # alu = D + P(pixel) + H(channel): D the centred product sum, P = 128*sum_x + (arg_x*sum_x >> shr_x)
+        self.h = 128 * sum_w - 16384 * k + self.const
+        # P is added in float32: exact below 2**24, else rounded by at most 2**-24 of its size.
+        p_bound = (128 + abs(self.arg_x) / 2.0 ** self.shr_x) * 255 * k + 1
+        self.fast = build_fast(self.bn, self.act, self.h, 0.0, p_bound * 2.0 ** -24 if p_bound >= 2**24 else 0.0) \
+            if self.use_fast else None
+
+    def _prepare_depthwise(self) -> None:
+        # u = sum over taps of x * (w + arg_x / 2^shr_x) * r - q approximates the level; the floor in
+        # (arg_x*sum_x >> shr_x) makes it at most 1 alu unit off, inside the certified band.
+        c, f = self.w_int.shape[0], self.filter
+        w_eff = self.w_int.reshape(c, f * f) + self.arg_x / 2.0 ** self.shr_x
+        partial = 255.0 * np.abs(w_eff).sum(axis=1)  # bound on the running tap sums
+        self.fast = build_fast(self.bn, self.act, self.const, partial, 1.0) if self.use_fast else None
+        if self.fast is not None:
+            self.w_fast = (w_eff * self.fast.r.astype(np.float64)).astype(np.float32)
+
+    # --------------------------------------------------------------------------------- running
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(IC, M, H, W) uint8 -> (OC, M, OH, OW) uint8."""
+        if tuple(x.shape[i] for i in (0, 2, 3)) != self.in_shape:
+            raise KpuModelError(f"KPU layer expects {self.in_shape}, got {x.shape}")
+        xp = x if self.filter == 1 else np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=self.pad_value)
+        rows, cols = self._positions(x.shape[2], x.shape[3])
+        y = self._depthwise(xp, rows, cols) if self.depthwise else self._dense(xp, rows, cols)
+        return y if self.select is not None else pool(y, self.pool_type, self.out_shape)
+
+    def _positions(self, h: int, w: int) -> tuple[slice, slice]:
+        """Which output pixels of the stride-1 convolution are computed (all, or the selected ones)."""
+        if self.select is None:
+            return slice(0, h), slice(0, w)
+        s, dy, dx = self.select
+        return slice(dy, dy + (h // s) * s, s), slice(dx, dx + (w // s) * s, s)
+
+    def _dense(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        ic, m = xp.shape[:2]
         f = self.filter
-        xf = xp.astype(np.float32)
-        if f == 1:
-            return xf * self.w_dw[:, 0, 0].reshape(1, -1, 1, 1), xf
-        dot = np.zeros((xp.shape[0], xp.shape[1], h, w), np.float32)
-        box = np.zeros_like(dot)
-        for ky in range(f):
-            for kx in range(f):
-                win = xf[:, :, ky : ky + h, kx : kx + w]
-                dot += win * self.w_dw[:, ky, kx].reshape(1, -1, 1, 1)
-                box += win
-        return dot, box
+        taps = [xp[:, :, _shift(rows, ky), _shift(cols, kx)] for ky in range(f) for kx in range(f)]
+        oh, ow = taps[0].shape[2:]
+        col = np.stack(taps, axis=1).reshape(ic * f * f, m * oh * ow) if f > 1 else taps[0].reshape(ic, -1)
+        sum_x = col.sum(axis=0, dtype=np.int64)
+        p = 128 * sum_x + ((self.arg_x * sum_x) >> self.shr_x)
+        oc = self.w_centered.shape[0]
+        out = np.empty((oc, col.shape[1]), np.uint8)
+        step = max(256, _CHUNK // max(oc, 1))
+        for g in range(0, col.shape[1], _GEMM_COLS):  # big products (BLAS is slow on thin ones) ...
+            d_all = _centred_matmul(self.w_centered, col[:, g : g + _GEMM_COLS])
+            for s in range(0, d_all.shape[1], step):  # ... then cache-sized post-processing
+                e = min(s + step, d_all.shape[1])
+                out[:, g + s : g + e] = self._finish_dense(d_all[:, s:e], p[g + s : g + e])
+        return out.reshape(oc, m, oh, ow)
 
-    def _dense(self, xp: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        m, ic = xp.shape[:2]
+    def _finish_dense(self, d: np.ndarray, p: np.ndarray) -> np.ndarray:
+        fa = self.fast
+        if fa is None or d.dtype != np.float32:
+            alu = d.astype(np.int64) + p[None, :] + self.h[:, None]
+            return bn_act_exact(alu, None, self.bn, self.act)
+        u = np.add(d, p.astype(np.float32)[None, :])
+        u *= fa.r
+        u -= fa.q
+        out, flagged = _floor_certified(u, fa)
+        if flagged is not None:
+            ci, pi = flagged
+            alu = d[ci, pi].astype(np.int64) + p[pi] + self.h[ci]
+            out[ci, pi] = bn_act_exact(alu, ci, self.bn, self.act)
+        return out
+
+    def _depthwise(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        c, m = xp.shape[:2]
         f = self.filter
-        if f == 1:
-            cols = xp.reshape(m, ic, h * w)
+        h0 = xp[0, 0, _shift(rows, 0), _shift(cols, 0)].shape
+        out = np.empty((c, m) + h0, np.uint8)
+        step = max(1, _CHUNK // max(1, m * h0[0] * h0[1]))
+        for s in range(0, c, step):
+            e = min(c, s + step)
+            xs = xp[s:e].astype(np.float32)
+            taps = [xs[:, :, _shift(rows, ky), _shift(cols, kx)] for ky in range(f) for kx in range(f)]
+            out[s:e] = self._finish_depthwise(taps, s, e, xp, rows, cols)
+        return out
+
+    def _finish_depthwise(self, taps: list[np.ndarray], s: int, e: int, xp: np.ndarray, rows: slice,
+                          cols: slice) -> np.ndarray:
+        fa = self.fast
+        if fa is None:
+            return bn_act_exact(self._depthwise_alu(taps, s, e), None, _bn_slice(self.bn, s, e), self.act)
+        wf = self.w_fast[s:e].reshape(e - s, -1, 1, 1, 1)
+        u = np.multiply(taps[0], wf[:, 0])
+        tmp = np.empty_like(u)
+        for t in range(1, len(taps)):
+            np.multiply(taps[t], wf[:, t], out=tmp)
+            u += tmp
+        u -= fa.q[s:e].reshape(-1, 1, 1, 1)
+        sub = FastAct(*(np.asarray(v)[s:e].reshape(-1, 1, 1, 1) if np.ndim(v) else v
+                        for v in (fa.r, fa.q, fa.band, fa.lo, fa.hi, fa.top)), check_top=fa.check_top)
+        out, flagged = _floor_certified(u, sub)
+        if flagged is not None:
+            alu = self._depthwise_alu([t[flagged] for t in taps], s, e, flagged[0])
+            out[flagged] = bn_act_exact(alu, flagged[0] + s, self.bn, self.act)
+        return out
+
+    def _depthwise_alu(self, taps: list[np.ndarray], s: int, e: int, channel: np.ndarray | None = None) -> np.ndarray:
+        """Exact alu from the (float32, integer-valued) taps of channels s..e (or of flagged items)."""
+        w = self.w_int.reshape(self.w_int.shape[0], -1)[s:e].astype(np.float32)
+        if channel is None:
+            w = w.reshape(e - s, -1, 1, 1, 1)
+            dot = sum(taps[t] * w[:, t] for t in range(len(taps)))
+            box = sum(taps)
+            const = self.const[s:e].reshape(-1, 1, 1, 1)
         else:
-            cols = np.empty((m, ic, f * f, h, w), np.uint8)
-            for ky in range(f):
-                for kx in range(f):
-                    cols[:, :, ky * f + kx] = xp[:, :, ky : ky + h, kx : kx + w]
-            cols = cols.reshape(m, ic * f * f, h * w)
-        dot = _exact_matmul(self.w_mat, cols, self.dot_dtype)
-        chan_sum = xp.sum(axis=1, dtype=np.int64)
-        if f == 1:
-            sum_x = chan_sum
-        else:
-            sum_x = sum(chan_sum[:, ky : ky + h, kx : kx + w] for ky in range(f) for kx in range(f))
-        return dot.reshape(m, -1, h, w), sum_x[:, None]
+            dot = sum(taps[t] * w[channel, t] for t in range(len(taps)))
+            box = sum(taps)
+            const = self.const[s:e][channel]
+        term_x = (self.arg_x * box.astype(np.int64)) >> self.shr_x
+        return dot.astype(np.int64) + term_x + const
 
 
-def _exact_matmul(w: np.ndarray, cols: np.ndarray, dtype: type) -> np.ndarray:
-    """(OC, K) @ (M, K, P) of integers, exactly (float32 if every partial sum stays below 2**24)."""
-    return np.matmul(w, cols.astype(dtype))
+def _shift(sl: slice, k: int) -> slice:
+    return slice(sl.start + k, sl.stop + k, sl.step)
+
+
+def _bn_slice(bn: tuple[np.ndarray, ...], s: int, e: int) -> tuple[np.ndarray, ...]:
+    return tuple(v[s:e] for v in bn)  # type: ignore[return-value]
+
+
+def _centred_matmul(w: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """(OC, K) centred weights @ (K, P) uint8 columns centred on 128: an exact integer result."""
+    if w.dtype == np.float32:
+        return w @ (col.astype(np.float32) - np.float32(128))
+    out = np.zeros((w.shape[0], col.shape[1]), np.float64)
+    for k in range(0, w.shape[1], _F32_K):
+        part = w[:, k : k + _F32_K].astype(np.float32) @ (col[k : k + _F32_K].astype(np.float32) - np.float32(128))
+        out += part
+    return out
+
+
+def _floor_certified(w: np.ndarray, fa: FastAct) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    """floor(w + 0.5) clamped to the output range, and the items too close to an integer (or past the line).
+
+    ``w = u - 0.5`` (the caller folds the half into ``q``): ``rint(w)`` is ``floor(u)`` except when ``u`` is an
+    integer, and ``|w - rint(w)|`` near 0.5 is exactly ``u`` near an integer, which is flagged anyway.
+    """
+    r = np.rint(w)
+    w -= r
+    np.abs(w, out=w)
+    flag = w > (np.float32(0.5) - fa.band)
+    if fa.check_top:
+        flag |= r >= fa.top
+    np.clip(r, fa.lo, fa.hi, out=r)
+    out = r.astype(np.uint8)
+    if not flag.any():
+        return out, None
+    return out, np.nonzero(flag)
 
 
 def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def bn_act(alu: np.ndarray, r: KpuLayerRunner) -> np.ndarray:
-    """Batch norm then the activation table, exactly as the runtime's int64 code: uint8 result."""
-    c = alu.shape[1]
-    y = ((alu * r.bn_mul.reshape(1, c, 1, 1)) >> r.bn_shift.reshape(1, c, 1, 1)) + r.bn_add.reshape(1, c, 1, 1)
-    if r.act_sorted:
-        idx = np.searchsorted(r.act_x, y, side="left") - 1
-        np.maximum(idx, 0, out=idx)
-    else:
-        idx = np.zeros(y.shape, np.int64)
-        for i, x0 in enumerate(r.act_x):
-            idx[y > x0] = i
-    t = (y - r.act_x[idx]) * r.act_mul[idx]
-    out = banker_shift(t, r.act_shift[idx]) + r.act_bias[idx]
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def banker_shift(t: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``carry_shift<int64_t, true>`` of nncase's runtime_op_utility.h, including its quirk on negatives:
-    the integral part is the floor and the rounding step goes by the sign of the value."""
-    integral = t >> shift
-    frac = t & ((np.int64(1) << shift) - 1)
-    half = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
-    sign = np.where(t < 0, -1, 1)
-    up = (frac > half) | ((frac == half) & ((integral & 1) == 1))
-    return np.where(shift > 0, integral + np.where(up, sign, 0), t)
-
-
 def pool(y: np.ndarray, pool_type: int, out_shape: tuple[int, int, int]) -> np.ndarray:
-    """The KPU's pooling stage on (M, C, H, W) uint8 (k210_kernels.h ``kpu_pool2d``)."""
+    """The KPU's pooling stage on (C, M, H, W) uint8 (k210_kernels.h ``kpu_pool2d``)."""
     f, s = POOL_GEOMETRY[pool_type]
-    m, c, h, w = y.shape
+    c, m, h, w = y.shape
     oh, ow = h // s, w // s
-    if (c, oh, ow) != out_shape:
-        raise KpuModelError(f"pooling {h}x{w} with type {pool_type} gives {oh}x{ow}, the layer says {out_shape}")
     if pool_type == 0:
         return y
-    if pool_type in (5, 6, 7):  # select one pixel of each window
-        dy, dx = {5: (0, 0), 6: (0, 1), 7: (0, 0)}[pool_type]
+    if pool_type in _SELECT:
+        dy, dx = _SELECT[pool_type]
         return np.ascontiguousarray(y[:, :, dy : dy + oh * s : s, dx : dx + ow * s : s])
     if pool_type in (1, 3, 2, 4):  # windows tile the map exactly (strides equal the filter)
-        win = y[:, :, : oh * s, : ow * s].reshape(m, c, oh, s, ow, s)
+        win = y[:, :, : oh * s, : ow * s].reshape(c, m, oh, s, ow, s)
         if pool_type in (1, 3):
             return win.max(axis=(3, 5))
         return (win.sum(axis=(3, 5), dtype=np.uint32) // (f * f)).astype(np.uint8)

@@ -135,6 +135,8 @@ class V5Program:
         """``inputs`` is (N, input_pool_size) uint8; returns the pools (``("out",)`` holds the outputs)."""
         pools = pools if pools is not None else self.new_pools(len(inputs))
         pools[("in",)][...] = inputs
+        for key in [k for k in pools if len(k) == 2 and k[1] == V5_KPU]:
+            pools[("kpuram", key[0])] = kpu.KpuRam(pools[key])  # a fresh lazy view per run
         for where, step, resolve in self.steps:
             try:
                 step(Memory(pools, resolve))
@@ -154,7 +156,7 @@ def _pool_resolver(m: int, fixed: dict[int, PoolKey]) -> Resolver:
 
 
 def _k210_step(op: KpuConv | Op, m: int) -> Step:
-    kpu_key = (m, V5_KPU)
+    ram_key = ("kpuram", m)
     if isinstance(op, KpuConv):
         runner = kpu.KpuLayerRunner(op)
         b = op.batches
@@ -164,32 +166,34 @@ def _k210_step(op: KpuConv | Op, m: int) -> Step:
         main = op.main_mem_output if op.main_mem_output is not None and op.main_mem_output.size else None
 
         def conv(mem: Memory) -> None:
-            ram = mem.raw(kpu_key)
-            x = kpu.download(ram, src, (b, ic, ih, iw))
-            n = x.shape[0]
-            y = runner(x.reshape(n * b, ic, ih, iw)).reshape(n, b, oc, oh, ow)
-            kpu.upload(ram, dst, y)
+            ram = mem.raw(ram_key)
+            y = runner(ram.load(src, (b, ic, ih, iw)))
+            ram.store(dst, (b, oc, oh, ow), y)
             if main is not None:
-                mem.tensor(main, (b, oc, oh, ow), None, np.dtype(np.uint8))[...] = y
+                mem.tensor(main, (b, oc, oh, ow), None, np.dtype(np.uint8))[...] = kpu.from_cm(y, ram.n)
         return conv
     a = op.args
     shape = tuple(int(d) for d in a["in_shape"])
     if op.name == "kpu_upload":
         def up(mem: Memory) -> None:
-            x = mem.tensor(a["input"], shape, None, np.dtype(np.uint8))
-            key, start = mem.resolve(a["output"])
-            kpu.upload(mem.raw(key), start, x)
+            _key, start = mem.resolve(a["output"])
+            mem.raw(ram_key).store(start, shape, kpu.to_cm(mem.tensor(a["input"], shape, None, np.dtype(np.uint8))))
         return up
     if op.name == "kpu_download":
         def down(mem: Memory) -> None:
-            key, start = mem.resolve(a["input"])
-            mem.tensor(a["output"], shape, None, np.dtype(np.uint8))[...] = kpu.download(mem.raw(key), start, shape)
+            ram = mem.raw(ram_key)
+            _key, start = mem.resolve(a["input"])
+            mem.tensor(a["output"], shape, None, np.dtype(np.uint8))[...] = kpu.from_cm(ram.load(start, shape), ram.n)
         return down
     if op.name == "copy":
         def copy(mem: Memory) -> None:
             from k210tool.sim.interp.memory import v5_dtype
 
             dt = v5_dtype(a["input"].datatype)
+            for rng in (a["input"], a["output"]):
+                key, start = mem.resolve(rng)
+                if key[0] == m and rng.location == V5_KPU:
+                    mem.raw(ram_key).flush_range(start, start + rng.size)
             mem.tensor(a["output"], shape, a["out_strides"], dt)[...] = mem.tensor(a["input"], shape, a["in_strides"], dt)
         return copy
     raise UnsupportedOp(f"k210 op {op.name}")
