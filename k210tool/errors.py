@@ -38,8 +38,6 @@ class CompileError(K210ToolError):
 class DoesNotFitError(K210ToolError):
     """The model does not fit the board (memory or flash)."""
 
-    exit_code = 3
-
 
 class FirmwareError(K210ToolError):
     """The board's firmware cannot load what was asked (e.g. kmodel v5 on released MaixPy)."""

@@ -386,13 +386,9 @@ def _k3_refs(obj: Any) -> Any:
 # Graph -> model
 # --------------------------------------------------------------------------------------------------
 def keras_module(flavour: str) -> Any:
-    if flavour == TF_KERAS:
-        import tf_keras
+    from k210tool.tfutil import import_keras3, import_tf_keras
 
-        return tf_keras
-    import keras
-
-    return keras
+    return import_tf_keras() if flavour == TF_KERAS else import_keras3()
 
 
 def make_layer_config(flavour: str, class_name: str, **kwargs: Any) -> dict[str, Any]:

@@ -1,0 +1,187 @@
+"""`k210tool convert`: a model file -> a K210 kmodel and its summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from k210tool.cli.common import CliState, board_options, common_options, human_bytes
+
+
+def model_load_options(func: Any) -> Any:
+    """Options shared by every command that loads a Keras model (convert, rewrite, check, compare)."""
+    for opt in reversed([
+        click.option("--output-layer", metavar="NAME", help="Use this layer's output as the embedding "
+                     "(default: found automatically; training heads are cut off)."),
+        click.option("--keep-head", is_flag=True, help="Do not cut a trailing softmax/classifier."),
+        click.option("--input-size", nargs=2, type=int, metavar="H W",
+                     help="Fix the input size when the model leaves it open."),
+        click.option("--custom-objects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Python file defining custom layer classes the embedding needs."),
+        click.option("--trust-lambda", is_flag=True, help="Allow Lambda layers (they run code stored in the file)."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def load_options_from(kw: dict[str, Any]) -> Any:
+    from k210tool.model.load import LoadOptions
+
+    size = kw.pop("input_size", None)
+    return LoadOptions(
+        output_layer=kw.pop("output_layer", None),
+        keep_head=kw.pop("keep_head", False),
+        input_size=tuple(size) if size else None,
+        custom_objects=kw.pop("custom_objects", None),
+        trust_lambda=kw.pop("trust_lambda", False),
+    )
+
+
+def preprocess_options(func: Any) -> Any:
+    for opt in reversed([
+        click.option("--mean", type=str, metavar="M[,M,M]",
+                     help="Pixel mean the model subtracts (default 127.5: (x-127.5)/128)."),
+        click.option("--std", type=str, metavar="S[,S,S]", help="Pixel std the model divides by (default 128)."),
+        click.option("--input-range", nargs=2, type=float, metavar="LO HI",
+                     help="Instead of --mean/--std: pixels 0..255 map linearly to LO..HI (e.g. 0 1, -1 1)."),
+        click.option("--bgr", is_flag=True, help="The model was trained on BGR images (OpenCV order)."),
+        click.option("--resize", type=click.Choice(["crop", "stretch", "letterbox"]), default="crop",
+                     show_default=True, help="How images of another size are fitted to the model input."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    from k210tool.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise InputError(f"--{what} takes numbers separated by commas, got {text!r}") from None
+    if len(values) not in (1, 3):
+        raise InputError(f"--{what} takes 1 or 3 numbers, got {len(values)}")
+    return values
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .kmodel (default: MODEL with .kmodel). The summary goes to OUTPUT.json.")
+@click.option("--calib", metavar="DIR|FILE.npy|random",
+              help="Calibration data: a folder of face images (recursive), a .npy of uint8 images, or 'random'.")
+@click.option("--calib-count", default=100, show_default=True, help="Calibration images to use at most.")
+@click.option("--calib-method", default="no_clip", show_default=True,
+              type=click.Choice(["no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf"]),
+              help="nncase's activation-range method.")
+@board_options
+@click.option("--kmodel-version", type=click.Choice(["4", "5"]), default=None,
+              help="kmodel format (default: what the board's firmware loads; v4 for released MaixPy/CanMV).")
+@click.option("--no-rewrite", is_flag=True, help="Compile the model as it is, without the KPU rewrite.")
+@click.option("--prelu", type=click.Choice(["relu", "leaky", "keep"]), default="relu", show_default=True,
+              help="What the rewrite turns PReLU into (keep: leave it, costing CPU round trips and memory).")
+@click.option("--allow-overflow", is_flag=True, help="Write the kmodel even if it needs more RAM than the board has.")
+@click.option("--keep-dump", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep nncase's dump (IR, schedule, KPU ops) in this folder.")
+@model_load_options
+@preprocess_options
+@common_options
+def convert(model: Path, output: Path | None, calib: str | None, calib_count: int, calib_method: str, board: str,
+            firmware: str | None, kmodel_version: str | None, no_rewrite: bool, prelu: str, allow_overflow: bool,
+            keep_dump: Path | None, mean: str | None, std: str | None, input_range: tuple[float, float] | None,
+            bgr: bool, resize: str, state: CliState, **kw: Any) -> None:
+    """Convert MODEL (.h5, .keras, .tflite, .onnx) into a K210 .kmodel.
+
+    \b
+    Steps: load (legacy tf.keras .h5 via tf_keras) -> cut the training head (ArcFace/softmax, label inputs,
+    unknown custom classes) -> rewrite into KPU-friendly ops -> calibrate -> compile with nncase 1.9
+    (k210, uint8) -> check it fits the board -> write OUT.kmodel and OUT.kmodel.json atomically.
+
+    \b
+    Preprocessing: the model is assumed to take (pixel - 127.5) / 128 in RGB order; say otherwise with
+    --mean/--std, --input-range or --bgr. The kmodel takes uint8 RGB pixels (NCHW, the K210 camera's
+    planar layout) and applies the same normalisation inside.
+
+    \b
+    Examples:
+      k210tool convert face.h5 --calib faces/ -o face.kmodel
+      k210tool convert face.h5 --calib faces/ --board maix_go --kmodel-version 4
+      k210tool convert face.h5 --calib calib.npy --mean 127.5 --std 127.5
+      k210tool convert model.tflite --calib random          # no data: accuracy not meaningful
+      k210tool convert train_model.h5 --calib faces/ --output-layer embedding --json
+    """
+    from k210tool.convert import CalibrationOptions, ConvertOptions
+    from k210tool.convert import convert as run_convert
+
+    opts = ConvertOptions(
+        model=model,
+        output=output,
+        board=board,
+        firmware=firmware,
+        calibration=CalibrationOptions(calib, calib_count, method=calib_method),
+        mean=parse_floats(mean, "mean"),
+        std=parse_floats(std, "std"),
+        input_range=input_range,
+        color="BGR" if bgr else "RGB",
+        resize=resize,
+        load=load_options_from(kw),
+        rewrite=not no_rewrite,
+        prelu=prelu,
+        kmodel_version=int(kmodel_version) if kmodel_version else None,
+        allow_overflow=allow_overflow,
+        keep_dump=keep_dump,
+    )
+    result = run_convert(opts, state.reporter)
+    state.emit(result.summary, render_summary)
+
+
+def render_summary(s: Any, console: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{s.kmodel} (kmodel v{s.kmodel_version}, {human_bytes(s.kmodel_size)})", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    inp, out = s.inputs[0], s.outputs[0]
+    t.add_row("source", f"{s.source} ({s.source_format})")
+    if s.head_cut:
+        t.add_row("head cut", _head_text(s.head_cut))
+    if s.rewrite:
+        t.add_row("rewrite", _rewrite_text(s.rewrite))
+    t.add_row("input", f"{inp.dtype} {inp.shape} {inp.layout}; pixels -> (x - {s.preprocess['mean'][0]:g}) / "
+              f"{s.preprocess['std'][0]:g}, {s.preprocess['color']}")
+    t.add_row("output", f"{out.dtype} {out.shape}")
+    t.add_row("calibration", str(s.quantization["calibration"]))
+    t.add_row("KPU convs", str(s.ops.kpu_convs))
+    t.add_row("KPU uploads", f"{s.ops.kpu_uploads} (CPU -> KPU round trips)")
+    cpu = ", ".join(f"{k} x{v}" for k, v in sorted(s.ops.cpu_compute_ops.items())) or "none"
+    t.add_row("CPU ops (besides glue)", cpu)
+    fit = "fits" if s.memory.fits else "DOES NOT FIT"
+    t.add_row("memory (nncase TOTAL)", f"{human_bytes(s.memory.total)} of {human_bytes(s.memory.board_limit)} "
+              f"for {s.board}/{s.firmware}: {fit}")
+    t.add_row("flash", f"{human_bytes(s.kmodel_size)}: {'fits' if s.fits_flash else 'DOES NOT FIT'}")
+    t.add_row("loads on", ", ".join(s.loads_on) + ("" if s.board_loads_it else f" (NOT {s.firmware})"))
+    t.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in s.stage_seconds.items()))
+    console.print(t)
+    console.print(f"summary: {s.kmodel}.json")
+
+
+def _head_text(h: dict[str, Any]) -> str:
+    removed = ", ".join(h["removed_layers"][:5]) + (" ..." if len(h["removed_layers"]) > 5 else "")
+    extra = f"; dropped input {', '.join(h['removed_inputs'])}" if h["removed_inputs"] else ""
+    return f"output {h['output']!r} ({h['reason']}); removed {removed or 'nothing'}{extra}"
+
+
+def _rewrite_text(r: dict[str, Any]) -> str:
+    changes = r.get("changes", [])
+    if not changes:
+        return "no change needed"
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c["rule"]] = counts.get(c["rule"], 0) + 1
+    parts = ", ".join(f"{k} x{v}" for k, v in counts.items())
+    cos = r.get("cosine")
+    return parts + (f"; float cosine vs original {cos:.5f}" if cos is not None else "")

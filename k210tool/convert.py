@@ -1,0 +1,271 @@
+"""``convert``: model file -> kmodel + summary. The pipeline every user runs first.
+
+load (cut the training head, fix the input size) -> rewrite for the KPU -> calibration images ->
+TFLite -> nncase (quantize, compile, dump) -> kmodel version for the board -> fit checks ->
+atomic writes of ``OUT.kmodel`` and ``OUT.kmodel.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from k210tool import __version__
+from k210tool.boards import Board, all_firmware, get_board
+from k210tool.compile.nncase_backend import NNCASE_VERSION, NncaseSettings, compile_kmodel
+from k210tool.compile.summary import Memory, OpCounts, Summary, TensorInfo, summary_path
+from k210tool.errors import DoesNotFitError, FirmwareError, InputError
+from k210tool.fileio import check_output_path, write_bytes, write_json
+from k210tool.model.load import LoadedModel, LoadOptions, load_model
+from k210tool.preprocess import Preprocess, find_images, load_array, load_folder
+from k210tool.report import Reporter
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    source: str | None = None  # a folder of images, a .npy file, or "random"
+    count: int = 100
+    seed: int = 0
+    method: str = "no_clip"
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    model: Path
+    output: Path | None = None
+    board: str = "maix_dock"
+    firmware: str | None = None
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_range: tuple[float, float] | None = None
+    color: str = "RGB"
+    resize: str = "crop"
+    load: LoadOptions = field(default_factory=LoadOptions)
+    rewrite: bool = True
+    prelu: str = "relu"  # relu | leaky | keep
+    kmodel_version: int | None = None  # None: what the board's firmware loads
+    allow_overflow: bool = False  # write the kmodel even when it does not fit the board's RAM
+    keep_dump: Path | None = None
+
+
+@dataclass
+class ConvertResult:
+    kmodel: Path
+    summary_file: Path
+    summary: Summary
+
+
+def default_output(model: Path) -> Path:
+    return model.with_suffix(".kmodel")
+
+
+def make_preprocess(opts: ConvertOptions, shape: tuple[int, int, int]) -> Preprocess:
+    h, w, c = shape
+    color = "GRAY" if c == 1 else opts.color
+    if opts.input_range is not None:
+        if opts.mean is not None or opts.std is not None:
+            raise InputError("give either --input-range or --mean/--std, not both")
+        return Preprocess.from_input_range(*opts.input_range, height=h, width=w, channels=c, color=color,
+                                           resize=opts.resize)
+    kw: dict[str, Any] = {}
+    if opts.mean is not None:
+        kw["mean"] = opts.mean
+    if opts.std is not None:
+        kw["std"] = opts.std
+    if c != 3:
+        kw.setdefault("mean", (127.5,))
+        kw.setdefault("std", (128.0,))
+    return Preprocess(height=h, width=w, channels=c, color=color, resize=opts.resize, **kw)
+
+
+def _check_calibration_source(cal: CalibrationOptions) -> None:
+    """Cheap checks before the slow model load."""
+    if cal.source is None:
+        raise InputError("no calibration data",
+                         "pass --calib DIR (face crops), --calib FILE.npy, or --calib random to quantize without "
+                         "data (accuracy is then not meaningful)")
+    if cal.count < 1:
+        raise InputError("--calib-count must be at least 1")
+    if cal.source == "random":
+        return
+    p = Path(cal.source)
+    if not p.exists():
+        raise InputError(f"calibration source {p} does not exist")
+    if p.is_dir() and not find_images(p):
+        raise InputError(f"calibration folder {p} holds no images (jpg/png/bmp, searched recursively)",
+                         "point --calib at a folder of face crops")
+    if p.is_file() and p.suffix.lower() != ".npy":
+        raise InputError(f"calibration file {p} is not a .npy array", "use a folder of images or a .npy file")
+
+
+def calibration_images(cal: CalibrationOptions, pre: Preprocess, reporter: Reporter) -> tuple[np.ndarray, str]:
+    """Prepared uint8 calibration batch and a description of where it came from."""
+    assert cal.source is not None
+    if cal.source == "random":
+        reporter.warn("calibrating on random images: the kmodel runs, but its accuracy is not meaningful")
+        rng = np.random.default_rng(cal.seed)
+        n = min(cal.count, 16)
+        return rng.integers(0, 256, (n, pre.height, pre.width, pre.channels), dtype=np.uint8), "random"
+    p = Path(cal.source)
+    if p.is_dir():
+        loaded = load_folder(p, pre, cal.count, seed=cal.seed, reporter=reporter)
+        return loaded.images, f"{len(loaded.images)} images from {p}"
+    arr = load_array(p, pre)
+    if len(arr) > cal.count:
+        arr = arr[np.random.default_rng(cal.seed).choice(len(arr), cal.count, replace=False)]
+    return arr, f"{len(arr)} images from {p}"
+
+
+def choose_kmodel_version(board: Board, requested: int | None, reporter: Reporter) -> int:
+    """v5 is what nncase 1.9 writes; v4 is transcoded from it for firmware that cannot load v5."""
+    available = {5}
+    if _transcoder() is not None:
+        available.add(4)
+    if requested is not None:
+        if requested not in (4, 5):
+            raise InputError(f"--kmodel-version {requested} is not supported", "use 4 or 5")
+        if requested not in available:
+            raise InputError("this k210tool cannot write kmodel v4 yet")
+        board.require_kmodel_version(requested)
+        return requested
+    for version in (5, 4):
+        if version in available and board.firmware.loads(version):
+            return version
+    reporter.warn(f"{board.firmware.name} cannot load kmodel v5 and no v4 writer is available: writing v5")
+    return 5
+
+
+def _transcoder() -> Any:
+    try:
+        from k210tool.compile.kmodel import transcode_to_v4
+    except ImportError:
+        return None
+    return transcode_to_v4
+
+
+def flash_room(board: Board) -> int:
+    """Bytes of flash from the board's kmodel address up to the next reserved region (or the end)."""
+    start = board.kmodel_address
+    end = board.flash_size
+    for region in board.firmware.flash_reserved:
+        if region.start >= start:
+            end = min(end, region.start)
+    return max(0, end - start)
+
+
+def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertResult:
+    rep = reporter or Reporter()
+    board = get_board(opts.board, opts.firmware)
+    out = check_output_path(opts.output or default_output(Path(opts.model)))
+    if out.resolve() == Path(opts.model).resolve():
+        raise InputError("the output would overwrite the input model", "choose another -o path")
+    _check_calibration_source(opts.calibration)
+    version = choose_kmodel_version(board, opts.kmodel_version, rep)
+
+    with rep.stage("load"):
+        loaded = load_model(opts.model, opts.load, rep)
+    rewrite_report = _rewrite(loaded, opts, rep)
+    pre = make_preprocess(opts, loaded.input_shape)
+    with rep.stage("calibration data"):
+        calib, calib_desc = calibration_images(opts.calibration, pre, rep)
+    with rep.stage("tflite"):
+        model_bytes = _model_bytes(loaded)
+    settings = NncaseSettings(pre, model_format="onnx" if loaded.format == "onnx" else "tflite",
+                              model_layout=loaded.input_layout, calibrate_method=opts.calibration.method)
+    with rep.stage("compile"):
+        result = compile_kmodel(model_bytes, settings, calib, rep, keep_dump=opts.keep_dump)
+    kmodel = result.kmodel
+    if version == 4:
+        with rep.stage("transcode to v4"):
+            kmodel = _transcoder()(kmodel)
+
+    summary = _summarize(opts, loaded, out, kmodel, version, board, pre, settings, result, calib_desc, rewrite_report, rep)
+    _check_fit(summary, board, opts, rep)
+    write_bytes(out, kmodel)
+    summary_file = write_json(summary_path(out), summary.to_dict())
+    return ConvertResult(out, summary_file, summary)
+
+
+def _rewrite(loaded: LoadedModel, opts: ConvertOptions, rep: Reporter) -> dict[str, Any] | None:
+    if not opts.rewrite or not loaded.is_keras:
+        return None
+    try:
+        from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
+    except ImportError:
+        return None
+    with rep.stage("rewrite"):
+        report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu), rep)
+    return report.to_dict()
+
+
+def _model_bytes(loaded: LoadedModel) -> bytes:
+    if loaded.raw is not None:
+        return loaded.raw
+    from k210tool.compile.tflite import export_tflite
+
+    return export_tflite(loaded.model, loaded.input_shape)
+
+
+def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: bytes, version: int, board: Board,
+               pre: Preprocess, settings: NncaseSettings, result: Any, calib_desc: str,
+               rewrite_report: dict[str, Any] | None, rep: Reporter) -> Summary:
+    dump = result.dump
+    mem = dump.memory
+    in_shape = settings.input_shape()
+    out_shape = [1, *[int(d) for d in loaded.output_shape]]
+    loads_on = sorted(f.id for f in all_firmware().values() if f.loads(version))
+    return Summary(
+        kmodel=str(out),
+        kmodel_version=version,
+        kmodel_size=len(kmodel),
+        kmodel_sha256=hashlib.sha256(kmodel).hexdigest(),
+        source=str(opts.model),
+        source_format=loaded.format,
+        inputs=[TensorInfo("input", in_shape, "uint8", settings.input_layout)],
+        outputs=[TensorInfo("output", out_shape, "float32")],
+        preprocess=pre.to_dict(),
+        quantization={"input_type": "uint8", "quant_type": "uint8", "w_quant_type": "uint8",
+                      "calibration": calib_desc, "calibrate_method": settings.calibrate_method,
+                      "nncase_input_range": settings.compile_options().get("input_range")},
+        ops=OpCounts(dump.kpu_convs, dump.kpu_uploads, dump.kpu_downloads, dump.cpu_ops,
+                     dump.cpu_compute_ops, dump.problem_ops),
+        memory=Memory(mem.input, mem.output, mem.data, mem.model, mem.total, board.model_memory,
+                      mem.total <= board.model_memory),
+        board=board.id,
+        firmware=board.firmware.id,
+        flash_size=board.flash_size,
+        fits_flash=len(kmodel) <= flash_room(board),
+        loads_on=loads_on,
+        board_loads_it=board.firmware.loads(version),
+        head_cut=(loaded.head_cut.__dict__ if loaded.head_cut else None),
+        rewrite=rewrite_report,
+        stage_seconds={k: round(v, 2) for k, v in rep.stage_seconds.items()},
+        warnings=list(rep.warnings),
+        tool=f"k210tool {__version__}",
+        nncase=NNCASE_VERSION,
+    )
+
+
+def _check_fit(s: Summary, board: Board, opts: ConvertOptions, rep: Reporter) -> None:
+    if not s.fits_flash:
+        raise DoesNotFitError(
+            f"the kmodel ({s.kmodel_size:,} bytes) does not fit the {flash_room(board):,} bytes of flash "
+            f"{board.name} has for models",
+            "make the model smaller (fewer channels, smaller input)",
+        )
+    if not s.memory.fits:
+        msg = (f"the kmodel needs {s.memory.total / 2**20:.2f} MiB of RAM; {board.firmware.name} leaves "
+               f"{board.model_memory / 2**20:.2f} MiB for a model")
+        if not opts.allow_overflow:
+            hint = ("keep the KPU rewrite on (it is by default), see `k210tool check`, or pass --allow-overflow "
+                    "to write the kmodel anyway")
+            raise DoesNotFitError(msg, hint)
+        rep.warn(msg + " (written anyway: --allow-overflow)")
+        s.warnings = list(rep.warnings)
+    if not s.board_loads_it:
+        raise FirmwareError(f"{board.firmware.name} cannot load kmodel v{s.kmodel_version}")
