@@ -15,6 +15,11 @@ from k210tool.sim.engine import to_layout
 DEFAULT_CHUNK = 16
 
 
+def _per_image(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """An output's shape without its batch of one (v5 ``(1, 128)``) or as stored (v4 ``(128,)``)."""
+    return tuple(shape[1:]) if len(shape) > 1 and shape[0] == 1 else tuple(shape)
+
+
 class NumpyEngine:
     """Run a kmodel (v4 or v5 bytes) on uint8 NHWC batches; returns the outputs as float32 (N, ...)."""
 
@@ -55,9 +60,8 @@ class NumpyEngine:
             outs = self.program.run_images(part.reshape(len(part), -1), self._pool_for(len(part)))
             for j, o in enumerate(outs):
                 results[j].append(o)
-        shapes = [t.shape for t in self.model.outputs]
-        return [np.concatenate(r).reshape((len(x) * s[0],) + tuple(s[1:]) if s else (len(x),)).astype(np.float32)
-                for r, s in zip(results, shapes, strict=True)]
+        return [np.concatenate(r).reshape((len(x),) + _per_image(t.shape)).astype(np.float32)
+                for r, t in zip(results, self.model.outputs, strict=True)]
 
     def _pool_for(self, n: int) -> object:
         if n not in self._pools:

@@ -84,47 +84,72 @@ def build_conv2d(op: Op) -> Step:
     a = op.args
     n, c, h, w = a["in_shape"]
     oc, g_ic, kh, kw = a["w_shape"]
-    groups, sh, sw = a["groups"], a["stride_h"], a["stride_w"]
-    dh, dw = a["dilation_h"], a["dilation_w"]
     (pt, pb, _), (pl, pr, _) = a["padding_h"], a["padding_w"]
-    out = a["output"]
-    oh = (h + pt + pb - ((kh - 1) * dh + 1) + sh) // sh
-    ow = (w + pl + pr - ((kw - 1) * dw + 1) + sw) // sw
-    if groups <= 0 or c != g_ic * groups or oc % groups:
-        raise UnsupportedOp(f"conv2d with {c} channels, weights {a['w_shape']} and {groups} groups")
-    g_oc = oc // groups
-    lo, hi = F32(a["fused_clamp_low"]), F32(a["fused_clamp_high"])
-    out_shape = (n, oc, oh, ow)
-    # Output pixel (y, x) reads input row y*sh - pt + ky*dh; a tap outside the input is skipped, not zero-added.
-    ys = np.arange(oh) * sh - pt
-    xs = np.arange(ow) * sw - pl
+    geometry = Conv2dGeometry((n, c, h, w), (oc, g_ic, kh, kw), a["groups"], (a["stride_h"], a["stride_w"]),
+                              (a["dilation_h"], a["dilation_w"]), (pt, pb, pl, pr),
+                              (F32(a["fused_clamp_low"]), F32(a["fused_clamp_high"])))
 
     def step(mem: Any) -> None:
         x = _t(mem, a["input"], a["in_shape"], a["in_strides"], np.dtype(F32))
         wts = _t(mem, a["weights"], a["w_shape"], a["w_strides"], np.dtype(F32))[0]
         bias = mem.tensor(a["bias"], (oc,), a["bias_strides"][-1:] or (1,), np.dtype(F32))[0]
-        m = x.shape[0]
-        acc = np.broadcast_to(bias.reshape(1, 1, oc, 1, 1), (m, n, oc, oh, ow)).astype(F32)
-        xg = x.reshape(m, n, groups, g_ic, h, w)
-        for ic in range(g_ic):
-            for ky in range(kh):
-                iy = ys + ky * dh
-                vy = (iy >= 0) & (iy < h)
-                for kx in range(kw):
-                    ix = xs + kx * dw
-                    vx = (ix >= 0) & (ix < w)
-                    if not vy.any() or not vx.any():
-                        continue
-                    patch = xg[:, :, :, ic][:, :, :, np.clip(iy, 0, h - 1)][..., np.clip(ix, 0, w - 1)]
-                    wv = wts[:, ic, ky, kx].reshape(groups, g_oc)
-                    prod = patch[:, :, :, None] * wv.reshape(1, 1, groups, g_oc, 1, 1)
-                    prod = prod.reshape(m, n, oc, oh, ow)
-                    valid = (vy[:, None] & vx[None, :])
-                    acc = np.where(valid, acc + prod, acc)
-        if not (np.isneginf(lo) and np.isposinf(hi)):
-            acc = np.minimum(np.maximum(acc, lo), hi)
-        _t(mem, out, out_shape, a["out_strides"], np.dtype(F32))[...] = acc.reshape(m, *out_shape)
+        out = _t(mem, a["output"], geometry.out_shape, a["out_strides"], np.dtype(F32))
+        out[...] = conv2d_f32(x, wts, bias, geometry)
     return step
+
+
+class Conv2dGeometry:
+    """Shapes and settings of a float conv2d, validated once."""
+
+    def __init__(self, in_shape: tuple, w_shape: tuple, groups: int, stride: tuple, dilation: tuple,
+                 pads: tuple, clamp: tuple) -> None:
+        n, c, h, w = in_shape
+        oc, g_ic, kh, kw = w_shape
+        if groups <= 0 or c != g_ic * groups or oc % groups or min(stride) <= 0:
+            raise UnsupportedOp(f"conv2d with {c} channels, weights {list(w_shape)} and {groups} groups")
+        pt, pb, pl, pr = pads
+        oh = (h + pt + pb - ((kh - 1) * dilation[0] + 1) + stride[0]) // stride[0]
+        ow = (w + pl + pr - ((kw - 1) * dilation[1] + 1) + stride[1]) // stride[1]
+        self.in_shape, self.w_shape, self.groups = in_shape, w_shape, groups
+        self.out_shape = (n, oc, oh, ow)
+        # output pixel (y, x) reads input row y*stride - pad + k*dilation; taps outside are skipped
+        self.ys = np.arange(oh) * stride[0] - pt
+        self.xs = np.arange(ow) * stride[1] - pl
+        self.dilation = dilation
+        self.clamp = clamp
+
+
+def conv2d_f32(x: np.ndarray, wts: np.ndarray, bias: np.ndarray, g: Conv2dGeometry) -> np.ndarray:
+    """float32 conv, accumulating ``bias + x*w`` over (input channel, ky, kx) in the order of nncase's
+    reference kernel (and the v0 runtime's neutral conv2d), one rounding per operation: (M, n, oc, oh, ow)."""
+    m = x.shape[0]
+    n, c, h, w = g.in_shape
+    oc, g_ic, kh, kw = g.w_shape
+    _, _, oh, ow = g.out_shape
+    groups = g.groups
+    g_oc = oc // groups
+    acc = np.broadcast_to(bias.astype(F32).reshape(1, 1, oc, 1, 1), (m, n, oc, oh, ow)).astype(F32)
+    xg = x.reshape(m, n, groups, g_ic, h, w)
+    for ic in range(g_ic):
+        for ky in range(kh):
+            iy = g.ys + ky * g.dilation[0]
+            vy = (iy >= 0) & (iy < h)
+            if not vy.any():
+                continue
+            for kx in range(kw):
+                ix = g.xs + kx * g.dilation[1]
+                vx = (ix >= 0) & (ix < w)
+                if not vx.any():
+                    continue
+                patch = xg[:, :, :, ic][:, :, :, np.clip(iy, 0, h - 1)][..., np.clip(ix, 0, w - 1)]
+                wv = wts[:, ic, ky, kx].astype(F32).reshape(1, 1, groups, g_oc, 1, 1)
+                prod = (patch[:, :, :, None] * wv).reshape(m, n, oc, oh, ow)
+                valid = vy[:, None] & vx[None, :]
+                acc = np.where(valid, acc + prod, acc) if not valid.all() else acc + prod
+    lo, hi = g.clamp
+    if not (np.isneginf(lo) and np.isposinf(hi)):
+        acc = np.minimum(np.maximum(acc, lo), hi)
+    return acc
 
 
 def build_pad(op: Op) -> Step:
