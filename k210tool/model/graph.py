@@ -90,6 +90,7 @@ class Graph:
     nodes: dict[str, Node]
     inputs: list[str]
     outputs: list[Ref]
+    shapes: dict[str, list[tuple[int | None, ...]]] = field(default_factory=dict)  # filled by annotate_shapes
 
     # -- queries -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Node]:
@@ -133,6 +134,7 @@ class Graph:
             {k: _copy_node(n) for k, n in self.nodes.items()},
             list(self.inputs),
             list(self.outputs),
+            dict(self.shapes),
         )
 
     def input_shape(self, name: str | None = None) -> tuple[int | None, ...]:
@@ -185,6 +187,20 @@ class Graph:
             if len(shape) == 4:
                 shape[1], shape[2] = height, width
                 cfg[key] = shape
+
+    def shape_of(self, ref: Ref) -> tuple[int, int] | None:
+        """(height, width) of a 4-D tensor when known (see :func:`annotate_shapes`)."""
+        shapes = self.shapes.get(ref.layer)
+        if not shapes or ref.tensor >= len(shapes):
+            return None
+        shape = shapes[ref.tensor]
+        if len(shape) != 4 or shape[1] is None or shape[2] is None:
+            return None
+        return int(shape[1]), int(shape[2])
+
+    def full_shape(self, ref: Ref) -> tuple[int | None, ...] | None:
+        shapes = self.shapes.get(ref.layer)
+        return shapes[ref.tensor] if shapes and ref.tensor < len(shapes) else None
 
     def output_names(self) -> list[str]:
         return [r.layer for r in self.outputs]
@@ -463,3 +479,16 @@ def _build_model(g: Graph, custom_objects: dict[str, Any] | None) -> Any:
             except ValueError as exc:
                 raise ModelError(f"weights of layer {name!r} do not fit its rebuilt form: {exc}") from None
     return model
+
+
+def annotate_shapes(g: Graph, model: Any) -> None:
+    """Record every layer's output shape(s) from a model built from ``g``."""
+    g.shapes = {}
+    for node in g:
+        try:
+            layer = model.get_layer(node.name)
+        except ValueError:
+            continue
+        out = layer.output
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        g.shapes[node.name] = [tuple(None if d is None else int(d) for d in o.shape) for o in outs]

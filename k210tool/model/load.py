@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from k210tool.errors import InputError, ModelError
-from k210tool.model.graph import KERAS3, TF_KERAS, Graph, build_model, graph_from_config, graph_from_model
+from k210tool.model.graph import (
+    KERAS3,
+    TF_KERAS,
+    Graph,
+    annotate_shapes,
+    build_model,
+    graph_from_config,
+    graph_from_model,
+)
 from k210tool.model.heads import HeadCut, cut_head
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -52,6 +60,7 @@ class LoadedModel:
     head_cut: HeadCut | None = None
     unknown_classes: list[str] = field(default_factory=list)
     raw: bytes | None = None  # tflite / onnx bytes
+    original_model: Any | None = None  # the model before the KPU rewrite, when one ran
 
     @property
     def is_keras(self) -> bool:
@@ -97,6 +106,7 @@ def load_model(path: Path | str, options: LoadOptions | None = None, reporter: A
         reporter.info(f"cut the training head: {cut.describe()}")
     _fix_input_size(graph, opts.input_size)
     model = _build(graph, custom, unknown)
+    annotate_shapes(graph, model)
     in_shape = tuple(int(d) for d in model.input_shape[1:])
     out_shape = tuple(int(d) if d is not None else -1 for d in model.output_shape[1:])
     return LoadedModel(p, fmt, graph.flavour, model, graph, in_shape, out_shape,  # type: ignore[arg-type]
