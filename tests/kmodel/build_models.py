@@ -5,7 +5,8 @@ process builds several models so TensorFlow is imported once). The models
 are MobileFaceNets of the project (``k210tool.train.models.mobilefacenet``) with seeded weights and BN
 statistics settled on synthetic faces, so their activations and quantization are realistic; the tiny
 ones keep every layer kind (stem, depthwise, bottlenecks with residual adds, GDConv, linear embedding).
-The compile flow is the one of K210_FACTS.md (uint8 NCHW input, preprocessing folded in).
+They are compiled the way `k210tool convert` compiles (``k210tool.compile.nncase_backend``: uint8 NCHW
+input, preprocessing folded in).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MODELS = {
     "tiny_prelu": (32, 16, TINY, "prelu", "same", 4),
     "tiny_leaky": (32, 16, TINY, "leaky", "symmetric", 4),
     "tiny_relu6": (48, 16, TINY, "relu6", "same", 4),
+    "tiny_dense": (16, 0, None, "dense", "", 4),
     "mobilefacenet": (112, 64, None, "prelu", "same", 8),
     "mobilefacenet_kpu": (112, 64, None, "relu", "symmetric", 8),
 }
@@ -30,9 +32,26 @@ TEST_IMAGES = 6
 def build(name: str, out_dir: Path) -> None:
     import numpy as np
 
+    from k210tool.compile.nncase_backend import NncaseSettings, compile_kmodel
+    from k210tool.compile.tflite import export_tflite
     from k210tool.preprocess import Preprocess
-    from k210tool.tfutil import import_tf, import_tf_keras
     from k210tool.train.data.synthetic import identity_images
+
+    size, width, blocks, activation, padding, n_calib = MODELS[name]
+    pre = Preprocess(height=size, width=size)
+    faces = np.stack([pre.prepare(img) for i in range(12) for img in identity_images(1000 + i, 2)])
+    model = _dense_head(size) if activation == "dense" else _mobilefacenet(MODELS[name], pre, faces)
+    tflite = export_tflite(model, (size, size, 3))
+    kmodel = compile_kmodel(tflite, NncaseSettings(pre), faces[:n_calib]).kmodel
+    tests = np.stack([pre.prepare(img) for i in range(TEST_IMAGES) for img in identity_images(2000 + i, 1)])
+    np.save(out_dir / f"{name}.npy", tests)
+    tmp = out_dir / f".{name}.kmodel.tmp"
+    tmp.write_bytes(kmodel)
+    os.replace(tmp, out_dir / f"{name}.kmodel")
+
+
+def _mobilefacenet(spec: tuple, pre: object, faces: object) -> object:
+    from k210tool.tfutil import import_tf_keras
     from k210tool.train.models.mobilefacenet import (
         PAPER_BOTTLENECKS,
         MobileFaceNetConfig,
@@ -41,47 +60,26 @@ def build(name: str, out_dir: Path) -> None:
         settle_batchnorm,
     )
 
-    size, width, blocks, activation, padding, n_calib = MODELS[name]
-    k = import_tf_keras()
-    k.utils.set_random_seed(0)
+    size, width, blocks, activation, padding, _n = spec
+    import_tf_keras().utils.set_random_seed(0)
     cfg = MobileFaceNetConfig(input_size=size, width=width, bottlenecks=blocks or PAPER_BOTTLENECKS,
                               activation=activation, stride2_padding=padding)
     model = build_mobilefacenet(cfg)
     randomize_affine(model, 0)
-    pre = Preprocess(height=size, width=size)
-    faces = np.stack([pre.prepare(img) for i in range(12) for img in identity_images(1000 + i, 2)])
-    settle_batchnorm(model, pre.normalize(faces), batch_size=len(faces))
-    tflite = import_tf().lite.TFLiteConverter.from_keras_model(model).convert()
+    settle_batchnorm(model, pre.normalize(faces), batch_size=len(faces))  # type: ignore[attr-defined]
+    return model
 
-    import nncase
 
-    co = nncase.CompileOptions()
-    co.target = "k210"
-    co.preprocess = True
-    co.input_type = "uint8"
-    co.input_range = [0.0, 255.0]
-    co.mean = [127.5] * 3
-    co.std = [128.0] * 3
-    co.input_shape = [1, 3, size, size]
-    co.input_layout = "NCHW"
-    co.model_layout = "NHWC"
-    co.output_layout = "NHWC"
-    co.quant_type = "uint8"
-    co.w_quant_type = "uint8"
-    compiler = nncase.Compiler(co)
-    compiler.import_tflite(tflite, nncase.ImportOptions())
-    calib = np.ascontiguousarray(faces[:n_calib].transpose(0, 3, 1, 2))
-    ptq = nncase.PTQTensorOptions()
-    ptq.samples_count = len(calib)
-    ptq.set_tensor_data(calib.tobytes())
-    compiler.use_ptq(ptq)
-    compiler.compile()
-    kmodel = bytes(compiler.gencode_tobytes())
-    tests = np.stack([pre.prepare(img) for i in range(TEST_IMAGES) for img in identity_images(2000 + i, 1)])
-    np.save(out_dir / f"{name}.npy", tests)
-    tmp = out_dir / f".{name}.kmodel.tmp"
-    tmp.write_bytes(kmodel)
-    os.replace(tmp, out_dir / f"{name}.kmodel")
+def _dense_head(size: int) -> object:
+    """A conv stem and a softmax classifier: the softmax runs on the CPU and has no kmodel v4 form here."""
+    from k210tool.tfutil import import_tf_keras
+
+    k = import_tf_keras()
+    k.utils.set_random_seed(0)
+    inp = k.Input((size, size, 3))
+    x = k.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = k.layers.Flatten()(k.layers.MaxPooling2D(4)(x))
+    return k.Model(inp, k.layers.Dense(10, activation="softmax")(x))
 
 
 GROUPS = {"tiny": [n for n in MODELS if n.startswith("tiny_")]}

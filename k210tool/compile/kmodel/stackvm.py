@@ -165,12 +165,21 @@ def lift(instructions: list[Instruction], where: str = "stackvm") -> list[Op]:
             continue
         elif name == "tensor.call":
             ops.append(_lift_call(ins, stack, shapes, pop, where))
+        elif name.startswith("tensor.") and name[7:] not in _LIFT:
+            # nncase pushes exactly the operands of the next tensor instruction: keep them raw.
+            regs = {k.replace("rshape", "shape"): shapes.get(v) for k, v in ins.args.items() if k.startswith("rshape")}
+            ops.append(Op(name[7:], {**ins.args, **regs, "operands": [_plain(v) for v in stack]}))
+            stack.clear()
         elif name.startswith("tensor."):
             ops.append(_lift_tensor(ins, name[7:], shapes, paddings, pop, where))
         else:
             raise KmodelError(f"{where}: instruction {name} at .text+{ins.offset} is not used by nncase 1.9's "
                               "code generator for K210 models and cannot be lifted")
     return ops
+
+
+def _plain(v: Any) -> Any:
+    return MemoryRange(v.location, 0, v.offset, 0) if isinstance(v, _Addr) else v
 
 
 def _int(v: Any, ins: Instruction, where: str) -> int:
@@ -180,9 +189,6 @@ def _int(v: Any, ins: Instruction, where: str) -> int:
 
 
 def _lift_tensor(ins: Instruction, fn: str, shapes: dict, paddings: dict, pop: Any, where: str) -> Op:
-    if fn not in _LIFT:
-        raise KmodelError(f"{where}: tensor function {fn} at .text+{ins.offset} is not supported "
-                          "by this interpreter/transcoder", "replace the layer that produces it in the model")
     pops, regs, tensors = _LIFT[fn]
     args: dict[str, Any] = {k: v for k, v in ins.args.items() if not k.startswith(("rshape", "rstride", "rbegins",
                                                                                     "rends", "rstrides", "rpaddings"))}

@@ -56,6 +56,7 @@ _HINTS = {
     "matmul": "express the Dense layer as a 1x1 Conv2D (k210tool rewrite does this)",
     "unary": "remove the unary math op (exp/log/sqrt/...) from the model graph",
     "sigmoid": "use a piecewise-linear activation (ReLU/LeakyReLU) the KPU table can hold",
+    "softmax": "end the model on the logits or the embedding (drop the Softmax; apply it on the board if needed)",
     "kpu_download": "make the layer feed a KPU conv or end on one (the download could not be folded)",
 }
 _DEFAULT_HINT = "run `k210tool rewrite` on the model or replace this layer with KPU-friendly ops"
@@ -76,7 +77,7 @@ class _Where:
     detail: str
 
     def __str__(self) -> str:
-        return f"op #{self.index} ({self.op}{', ' + self.detail if self.detail else ''})"
+        return f"layer {self.index} of `k210tool inspect` ({self.op}{', ' + self.detail if self.detail else ''})"
 
 
 class _Transcoder:
@@ -143,11 +144,13 @@ class _Transcoder:
         while i < len(ops):
             op = ops[i]
             name = "kpu_conv2d" if isinstance(op, KpuConv) else op.name
-            self.counter += 1
-            self.where_now = _Where(self.counter, name, _detail(op))
             if isinstance(op, Op) and op.name == "call":
                 self._call(op, resolve)
-            elif mod.type == "k210":
+                i += 1
+                continue
+            self.where_now = _Where(self.counter, name, _detail(op))
+            self.counter += 1
+            if mod.type == "k210":
                 i = self._k210(ops, i, resolve)
             else:
                 self._stackvm(op, resolve)
@@ -497,7 +500,7 @@ def _detail(op: Any) -> str:
         oc, oh, ow = op.layer.out_shape
         return f"{c}x{h}x{w} -> {oc}x{oh}x{ow}"
     a = op.args
-    for key in ("shape", "in_shape", "in_a_shape"):
-        if key in a:
+    for key in ("shape", "in_shape", "in_a_shape", "shape_src", "shape_src1"):
+        if a.get(key) is not None:
             return f"input {list(a[key])}"
     return ""

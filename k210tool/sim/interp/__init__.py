@@ -69,3 +69,29 @@ class NumpyEngine:
                 self._pools.pop(next(iter(self._pools)))
             self._pools[n] = self.program.new_pools(n)
         return self._pools[n]
+
+
+class OutputDiff:
+    """How one output tensor of two runs differs (bit-for-bit comparison, then magnitude)."""
+
+    def __init__(self, name: str, a: np.ndarray, b: np.ndarray) -> None:
+        self.name = name
+        self.shape = tuple(a.shape)
+        same_shape = a.shape == b.shape
+        bits_a = np.ascontiguousarray(a, np.float32).view(np.uint32)
+        bits_b = np.ascontiguousarray(b, np.float32).view(np.uint32) if same_shape else None
+        self.identical = bool(same_shape and np.array_equal(bits_a, bits_b))
+        self.differing = int((bits_a != bits_b).sum()) if same_shape else int(a.size)
+        self.max_abs = float(np.abs(a - b).max()) if same_shape and a.size else float("inf")
+
+    def __repr__(self) -> str:
+        if self.identical:
+            return f"{self.name} {list(self.shape)}: identical"
+        return f"{self.name} {list(self.shape)}: {self.differing} values differ, max |diff| {self.max_abs:.6g}"
+
+
+def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray],
+                    names: list[str] | None = None) -> list[OutputDiff]:
+    """Per-tensor comparison of two engines' outputs (what a v4/v5 or interpreter/Simulator check reports)."""
+    names = names or [f"output{i}" for i in range(len(reference))]
+    return [OutputDiff(n, a, b) for n, a, b in zip(names, reference, candidate, strict=True)]
