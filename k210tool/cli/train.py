@@ -115,8 +115,7 @@ def distill(teacher: str, student: str, data: str, out: str | None, val: tuple[s
       k210tool distill --teacher face.h5 --student face_kpu.h5 --data faces/ -o face_kpu_distilled.h5
     """
     from k210tool.errors import InputError
-    from k210tool.preprocess import Preprocess
-    from k210tool.train.distill import DistillOptions, load_embedding_model
+    from k210tool.train.distill import DistillOptions
     from k210tool.train.distill import distill as run_distill
 
     if not 0 <= held_out < 1:
@@ -124,9 +123,8 @@ def distill(teacher: str, student: str, data: str, out: str | None, val: tuple[s
     target = Path(out) if out else Path(student).with_name(Path(student).stem + ".distilled.h5")
     opts = DistillOptions(epochs=epochs, batch_size=batch_size, lr=lr, held_out=held_out, max_images=max_images,
                           seed=seed)
-    shape = load_embedding_model(teacher).input_shape
-    pre = Preprocess(height=int(shape[1]), width=int(shape[2]), mean=(mean,), std=(std,))
-    state.emit(run_distill(teacher, student, data, target, opts, pre, val, state.reporter), _render_distill)
+    result = run_distill(teacher, student, data, target, opts, val, (mean,), (std,), state.reporter)
+    state.emit(result, _render_distill)
 
 
 def _render_distill(r: Any, console: Any) -> None:

@@ -85,9 +85,14 @@ def _load_plain(path: Path) -> Any:
 
 
 def distill(teacher_path: Path | str, student_path: Path | str, data: Path | str, out: Path | str,
-            options: DistillOptions | None = None, pre: Preprocess | None = None,
-            val_bins: tuple[Path | str, ...] = (), reporter: Reporter | None = None) -> DistillResult:
-    """Fine-tune the student at ``student_path`` towards the teacher; write it to ``out``."""
+            options: DistillOptions | None = None, val_bins: tuple[Path | str, ...] = (),
+            mean: tuple[float, ...] = (127.5,), std: tuple[float, ...] = (128.0,),
+            reporter: Reporter | None = None) -> DistillResult:
+    """Fine-tune the student at ``student_path`` towards the teacher; write it to ``out``.
+
+    Images are prepared for the teacher's input size and normalised with ``mean``/``std`` (what the
+    teacher was trained with; insightface's ``(x - 127.5) / 128`` by default).
+    """
     from k210tool.fileio import check_output_path
 
     opts = options or DistillOptions()
@@ -96,7 +101,7 @@ def distill(teacher_path: Path | str, student_path: Path | str, data: Path | str
     out_p = check_output_path(out)
     with rep.stage("load models"):
         teacher, student = load_embedding_model(teacher_path), load_embedding_model(student_path)
-    pre = pre or _preprocess_for(teacher)
+    pre = Preprocess(height=int(teacher.input_shape[1]), width=int(teacher.input_shape[2]), mean=mean, std=std)
     _check_compatible(teacher, student, teacher_path, student_path)
     crops = _read_crops(Path(data), pre, opts, rep)
     train_x, held_x, held_labels = _split(crops, opts)
@@ -111,11 +116,6 @@ def distill(teacher_path: Path | str, student_path: Path | str, data: Path | str
                     for name, pairs in before.pairs.items()]
     return DistillResult(Path(teacher_path), Path(student_path), out_p, len(train_x), len(held_x),
                          before.cosine, after.cosine, verification, losses, time.perf_counter() - started)
-
-
-def _preprocess_for(model: Any) -> Preprocess:
-    h, w = int(model.input_shape[1]), int(model.input_shape[2])
-    return Preprocess(height=h, width=w)
 
 
 def _check_compatible(teacher: Any, student: Any, tp: Path | str, sp: Path | str) -> None:

@@ -216,7 +216,7 @@ def _usable_images(paths: list[Path], opts: PrepareOptions) -> tuple[list[tuple[
 
 def _write_identity(folder: Path, images: list[tuple[Path, Any]], plan: IdentityPlan,
                     rng: np.random.Generator) -> None:
-    from k210tool.preprocess import load_image, save_image
+    from k210tool.preprocess import load_image
     from k210tool.train.augment import gaussian_noise, opening, salt_and_pepper
 
     if plan.action == "sample":
@@ -230,12 +230,22 @@ def _write_identity(folder: Path, images: list[tuple[Path, Any]], plan: Identity
             image = load_image(path)
         else:
             image = aligned
-            save_image(folder / f"{path.stem}.png", image)
+            _write_png(folder / f"{path.stem}.png", image)
         if plan.action in ("open", "open_noise"):
-            save_image(folder / f"{path.stem}_open.png", opening(image))
+            _write_png(folder / f"{path.stem}_open.png", opening(image))
         if plan.action == "open_noise":
-            save_image(folder / f"{path.stem}_noise.png", gaussian_noise(image, rng))
-            save_image(folder / f"{path.stem}_sp.png", salt_and_pepper(image, rng))
+            _write_png(folder / f"{path.stem}_noise.png", gaussian_noise(image, rng))
+            _write_png(folder / f"{path.stem}_sp.png", salt_and_pepper(image, rng))
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    """Plain write: the whole identity folder is renamed into place at the end, so no per-file fsync."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise InputError(f"cannot encode {path.name}")
+    path.write_bytes(buf.tobytes())
 
 
 def _read_marker(path: Path) -> IdentityResult | None:
