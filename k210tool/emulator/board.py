@@ -28,6 +28,16 @@ BOOT_SAMPLE_DELAY = 0.02
 REBOOT_DELAY = 0.05
 
 
+def _board_registry() -> ModuleRegistry:
+    """The MicroPython core plus the MaixPy/CanMV hardware (camera, LCD, image, KPU, pins) of
+    :mod:`k210tool.emulator.maixpy`, configured from the environment (``$K210TOOL_CAMERA``, ``$K210TOOL_LCD``)."""
+    from k210tool.emulator.maixpy import register_hardware
+
+    registry = default_registry()
+    register_hardware(registry)
+    return registry
+
+
 class VirtualBoard:
     def __init__(self, board: Board, flash: SparseFlash, fs_root: str | Path, send: Callable[[bytes], None],
                  log: Callable[[str], None], *, modules: ModuleRegistry | None = None,
@@ -45,7 +55,7 @@ class VirtualBoard:
         self.isp = IspEmulator(flash, self._out, log, self._schedule_reboot)
         self.context = BoardContext(board, flash, ConfinedFS(fs_root), write=lambda s: None,
                                     request_reset=self.hard_reset)
-        self.runtime = MicroPythonRuntime(self.context, modules or default_registry())
+        self.runtime = MicroPythonRuntime(self.context, modules or _board_registry())
         label = "CanMV" if board.firmware.kpu_api.startswith("canmv") else "MaixPy"
         banner = (f"MicroPython v1.11 (emulated {board.firmware.name}); {board.name} with kendryte-k210\r\n"
                   'Type "help()" for more information.\r\n')

@@ -1,0 +1,211 @@
+"""Loading and running kmodels on the virtual board: the firmware's checks, its memory, real inference.
+
+:class:`KmodelLoader` is the board's ``BoardContext.kmodel_loader``. It applies what the firmware's loader
+applies, in the firmware's order, and raises :class:`KmodelRejected` with a ``reason`` each KPU API turns
+into its own error text:
+
+- ``format``: not a kmodel, or a corrupt one (the runtime's header check fails);
+- ``version``: a kmodel version the board's firmware does not load (``boards/firmware.toml``);
+- ``buffer``: the model file itself does not fit in the RAM left (the firmware's ``malloc`` of the model
+  buffer fails);
+- ``memory``: nncase's TOTAL - input + output + data pools + the model - does not fit in what the board's
+  firmware leaves for models (``board.model_memory``) minus the models already loaded (the runtime's
+  allocation of its working memory fails);
+- ``emulator``: the board would load it but k210tool cannot run it (kmodel v3).
+
+A loaded model runs its real bytes: nncase's Simulator for kmodel v5 (the reference), k210tool's NumPy
+interpreter (``k210tool.sim.interp.NumpyEngine``, bit-exact with the Simulator on v5) for v4, or the
+engine chosen with ``Hardware(engine=...)``. Memory is held until ``deinit()`` or until the script's
+objects are gone (a soft reset), as on the board.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from k210tool.emulator.runtime import BoardContext
+
+ENGINES = ("auto", "nncase", "numpy")
+_CACHE_SIZE = 4
+
+
+class KmodelRejected(Exception):
+    """The firmware would refuse this kmodel; ``reason`` is one of the module doc's keywords."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def memory_total(km: Any) -> int:
+    """nncase's TOTAL for a parsed kmodel (``compile.kmodel.Kmodel``): what the firmware must find in RAM.
+
+    v5: input + output pools + every module's data pool + the model itself (equal to ``kmodel_info.txt``'s
+    TOTAL); v4: main memory + the model; v3: main memory usage + the model.
+    """
+    mem = km.memory
+    if km.version == 5:
+        data = sum(v for k, v in mem.items() if k.endswith(".data"))
+        return int(mem.get("input", 0) + mem.get("output", 0) + data + km.size)
+    return int(mem.get("main", 0) + km.size)
+
+
+@dataclass(eq=False)
+class LoadedKmodel:
+    """A model the board holds: its description, memory and engine. ``run`` takes the planar input."""
+
+    data: bytes
+    version: int
+    sha256: str
+    input_chw: tuple[int, int, int]
+    output_shapes: list[tuple[int, ...]]
+    total: int
+    engine: Any
+    owner: KmodelLoader
+    outputs: list[np.ndarray] = field(default_factory=list)
+    freed: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def output_chw(self, index: int = 0) -> tuple[int, int, int]:
+        """(channels, height, width) of an output, as the firmware's shape helpers report it."""
+        dims = [d for d in self.output_shapes[index][1:]] if len(self.output_shapes[index]) > 1 else []
+        if len(dims) == 3:
+            return dims[0], dims[1], dims[2]
+        return (math.prod(self.output_shapes[index]) if self.output_shapes[index] else 1), 1, 1
+
+    def run(self, planar: np.ndarray) -> list[np.ndarray]:
+        """Feed a uint8 buffer as the KPU DMA would: the first C*H*W bytes, zero-padded if short."""
+        c, h, w = self.input_chw
+        flat = np.asarray(planar, np.uint8).reshape(-1)
+        need = c * h * w
+        buf = np.zeros(need, np.uint8)
+        buf[: min(need, flat.size)] = flat[:need]
+        nhwc = buf.reshape(1, c, h, w).transpose(0, 2, 3, 1)
+        with self.owner.engine_lock:
+            outs = self.engine.run(nhwc)
+        self.outputs = [np.asarray(o, np.float32).reshape(-1) for o in outs]
+        return self.outputs
+
+    def free(self) -> None:
+        self.freed = True
+
+
+class KmodelLoader:
+    """The board's kmodel loader (firmware checks, memory accounting, engines); one per virtual board."""
+
+    def __init__(self, engine: str = "auto") -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}")
+        self.engine_name = engine
+        self.engine_lock = threading.Lock()
+        self._live: weakref.WeakSet[LoadedKmodel] = weakref.WeakSet()
+        self._engines: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self.loads = 0
+
+    # --- memory ------------------------------------------------------------------------------------------
+    def memory_in_use(self) -> int:
+        return sum(m.total for m in list(self._live) if not m.freed)
+
+    def memory_free(self, ctx: BoardContext) -> int:
+        return max(0, ctx.board.model_memory - self.memory_in_use())
+
+    # --- loading -----------------------------------------------------------------------------------------
+    def __call__(self, ctx: BoardContext, data: bytes) -> LoadedKmodel:
+        from k210tool.compile.kmodel import KmodelError, kmodel_version, read_kmodel
+
+        data = bytes(data)
+        try:
+            version = kmodel_version(data)
+        except KmodelError as exc:
+            raise KmodelRejected("format", exc.message) from None
+        fw = ctx.board.firmware
+        if not fw.loads(version):
+            raise KmodelRejected("version", f"{fw.name} loads kmodel v{'/v'.join(map(str, fw.kmodel_versions))}, "
+                                            f"this one is v{version}")
+        try:
+            km = read_kmodel(data)
+        except KmodelError as exc:
+            raise KmodelRejected("format", exc.message) from None
+        total = memory_total(km)
+        if len(data) > self.memory_free(ctx) or total > self.memory_free(ctx):
+            gc.collect()  # models of scripts that are gone (soft reset) give their memory back first
+        free = self.memory_free(ctx)
+        if len(data) > free:
+            raise KmodelRejected("buffer", f"the {len(data)}-byte model does not fit in the {free} bytes left")
+        if total > free:
+            raise KmodelRejected("memory", f"the model needs {total} bytes (nncase TOTAL), {free} bytes are left "
+                                           f"of the {ctx.board.model_memory} {fw.name} leaves for models")
+        engine = self._engine(data, version)
+        model = LoadedKmodel(data, version, hashlib.sha256(data).hexdigest(), _input_chw(km),
+                             [tuple(t.shape) for t in km.outputs], total, engine, self)
+        self._live.add(model)
+        self.loads += 1
+        return model
+
+    def _engine(self, data: bytes, version: int) -> Any:
+        name = self.engine_name
+        if name == "auto":
+            name = "nncase" if version == 5 else "numpy"
+        if version == 3:
+            raise KmodelRejected("emulator", "the virtual board cannot run kmodel v3 (nncase 0.1): use a v4/v5 model")
+        if name == "nncase" and version != 5:
+            name = "numpy"  # nncase 1.9's Simulator reads v5 only
+        key = (hashlib.sha256(data).hexdigest(), name)
+        if key in self._engines:
+            self._engines.move_to_end(key)
+            return self._engines[key]
+        try:
+            if name == "nncase":
+                from k210tool.sim.engine import NncaseEngine
+
+                engine: Any = NncaseEngine(data, input_layout="NCHW")
+            else:
+                from k210tool.sim.interp import NumpyEngine
+
+                engine = NumpyEngine(data, input_layout="NCHW")
+        except Exception as exc:  # the runtime cannot make sense of it: the board's loader fails too
+            raise KmodelRejected("format", f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+        self._engines[key] = engine
+        while len(self._engines) > _CACHE_SIZE:
+            self._engines.popitem(last=False)
+        return engine
+
+
+def _input_chw(km: Any) -> tuple[int, int, int]:
+    shape = tuple(int(d) for d in km.inputs[0].shape) if km.inputs else ()
+    if len(shape) == 4:
+        return shape[1], shape[2], shape[3]
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2]
+    raise KmodelRejected("format", f"the kmodel's input shape {list(shape)} is not an image")
+
+
+def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -> bytes:
+    """The bytes at ``address`` of the board's flash: ``size`` of them, or - when the firmware finds the
+    size itself - everything up to the first erased 4 KiB sector, without trailing 0xFF."""
+    flash = ctx.flash
+    if size is not None:
+        if address < 0 or address + size > flash.size:
+            raise OSError(5, "EIO")
+        return flash.read(address, size)
+    sector = 4096
+    end = address
+    while end + sector <= flash.size and flash.read(end, sector) != b"\xff" * sector:
+        end += sector
+    return flash.read(address, end - address).rstrip(b"\xff")
+
+
+__all__ = ["ENGINES", "KmodelLoader", "KmodelRejected", "LoadedKmodel", "memory_total", "read_flash_model"]
