@@ -26,6 +26,7 @@ def pack_dataset(src: Path | str, out: Path | str, fmt: str = "tfrecord", shards
 
     rep = reporter or Reporter()
     index = open_dataset(src)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     order = np.argsort(index.labels, kind="stable")
 
     def samples() -> Iterator[tuple[bytes, int]]:
