@@ -1,0 +1,424 @@
+"""``k210tool test-board``: run a kmodel on the board and check its outputs against the simulator.
+
+Steps (:func:`run_board_test`):
+
+1. **Inputs.** ``N`` seeded random images, or the images of a folder prepared with the model's
+   ``Preprocess`` (from the convert summary), then turned into what the board will really feed the KPU
+   (:func:`k210tool.maixpy.parity.board_inputs`: RGB565 rounding where the firmware's API needs an image).
+2. **Upload.** The kmodel goes to the board's filesystem over the raw REPL (``upload="deploy"``; skipped when
+   the board already holds an identical file, checked by the board's SHA-256) or into its flash over ISP
+   (``"flash"``), or is assumed there (``"skip"``). The inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin``
+   files there are removed first), each verified by the board.
+3. **Run.** The ``parity`` template, rendered for the board and firmware, runs over the raw REPL; its framed,
+   checksummed output is parsed (:func:`k210tool.maixpy.parity.parse_parity`). A board that stops answering
+   fails with one :class:`~k210tool.errors.DeviceError` line saying after how many vectors.
+4. **Compare.** The same inputs go through the reference engine on the host - nncase's Simulator for
+   kmodel v5, k210tool's NumPy interpreter for v4 (nncase 1.9 runs v5 only) - and, with ``float_model``,
+   through the float Keras model. Per vector: cosine and max abs difference, bit-identity, the board's
+   latency. :func:`check_gate` raises :class:`~k210tool.errors.GateError` past the tolerances.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from k210tool.errors import DeviceError, GateError, InputError
+from k210tool.report import Reporter
+
+UPLOAD_MODES = ("deploy", "flash", "skip")
+ENGINES = ("auto", "nncase", "numpy")
+DEFAULT_VECTORS = 4
+DEFAULT_INPUTS_DIR = "/sd/k210tool_parity"
+
+
+@dataclass(frozen=True)
+class BoardTestOptions:
+    """Everything ``k210tool test-board`` takes (one field per flag)."""
+
+    port: str
+    kmodel: Path
+    board: str = "maix_dock"
+    firmware: str | None = None
+    summary: Path | None = None
+    float_model: Path | None = None
+    vectors: int | None = None  # random inputs; default DEFAULT_VECTORS when no data folder is given
+    data: Path | None = None  # a folder of images instead
+    max_inputs: int = 32
+    seed: int = 0
+    upload: str = "deploy"
+    model_at: str | None = None  # board path or flash address of the kmodel
+    inputs_dir: str = DEFAULT_INPUTS_DIR
+    min_cosine: float = 0.999  # board vs reference engine
+    max_abs: float | None = None
+    exact: bool = False  # require bit-identical outputs
+    float_min_cosine: float = 0.9  # board vs float model (quantization costs some)
+    engine: str = "auto"
+    timeout: float = 60.0  # seconds of silence before the board counts as gone
+    baud: int = 115200
+
+    def validate(self) -> None:
+        if self.vectors is not None and self.data is not None:
+            raise InputError("give --vectors or --data, not both")
+        if self.vectors is not None and not 1 <= self.vectors <= 1000:
+            raise InputError(f"--vectors {self.vectors} must be between 1 and 1000")
+        if self.upload not in UPLOAD_MODES:
+            raise InputError(f"unknown upload mode {self.upload!r}", f"use one of {', '.join(UPLOAD_MODES)}")
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine {self.engine!r}", f"use one of {', '.join(ENGINES)}")
+        for flag, value in (("--min-cosine", self.min_cosine), ("--float-min-cosine", self.float_min_cosine)):
+            if not -1.0 <= value <= 1.0:
+                raise InputError(f"{flag} {value} is not a cosine similarity", "use a value in -1..1")
+        if self.max_abs is not None and self.max_abs < 0:
+            raise InputError("--max-abs must not be negative")
+        if self.timeout <= 0:
+            raise InputError("--timeout must be positive")
+        if not self.inputs_dir.startswith("/") or any(ord(c) < 0x20 for c in self.inputs_dir):
+            raise InputError(f"--inputs-dir {self.inputs_dir!r} must be an absolute board path, e.g. /sd/...")
+
+
+@dataclass
+class VectorResult:
+    index: int
+    source: str  # image file name, or "random #i"
+    latency_ms: float | None
+    cosine: float  # board vs reference, worst output
+    max_abs: float
+    identical: bool  # every output bit-identical to the reference
+    float_cosine: float | None = None
+    float_max_abs: float | None = None
+
+
+@dataclass
+class BoardTestResult:
+    port: str
+    board: str
+    firmware: str
+    kpu_api: str
+    kmodel: str
+    kmodel_version: int
+    reference: str  # the host engine the board is compared with
+    input_mode: str  # exact | rgb565 (parity.input_mode)
+    vectors: list[VectorResult]
+    uploaded: list[str] = field(default_factory=list)
+    float_model: str | None = None
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def identical(self) -> int:
+        return sum(v.identical for v in self.vectors)
+
+    @property
+    def min_cosine(self) -> float:
+        return min((v.cosine for v in self.vectors), default=float("nan"))
+
+    @property
+    def worst_max_abs(self) -> float:
+        return max((v.max_abs for v in self.vectors), default=float("nan"))
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        times = [v.latency_ms for v in self.vectors if v.latency_ms is not None]
+        return sum(times) / len(times) if times else None
+
+
+# --- the steps -------------------------------------------------------------------------------------------
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two flat vectors; 1.0 when both are all zeros, NaN when any value is NaN."""
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+    if nx == 0.0 or ny == 0.0:
+        return 1.0 if nx == ny else 0.0
+    return float(x @ y / (nx * ny))
+
+
+def make_inputs(pre: Any, vectors: int | None, data: Path | None, max_inputs: int, seed: int,
+                reporter: Reporter) -> tuple[list[str], np.ndarray]:
+    """(source names, uint8 NHWC batch in the kmodel's channel order) - the host side of the inputs."""
+    from k210tool.preprocess import find_images, load_image
+
+    if data is not None:
+        paths = find_images(data)
+        if not paths:
+            raise InputError(f"no images in {data}", "give a folder of .png/.jpg files, or --vectors N")
+        if len(paths) > max_inputs:
+            reporter.warn(f"{data} has {len(paths)} images: using the first {max_inputs} (--max-inputs)")
+            paths = paths[:max_inputs]
+        return [p.name for p in paths], np.stack([pre.prepare(load_image(p)) for p in paths])
+    n = vectors or DEFAULT_VECTORS
+    rng = np.random.default_rng(seed)
+    batch = rng.integers(0, 256, size=(n, pre.height, pre.width, pre.channels), dtype=np.uint8)
+    return [f"random #{i}" for i in range(n)], batch
+
+
+def reference_engine(kmodel: bytes, version: int, engine: str) -> tuple[Any, str]:
+    """The host engine for the comparison and its description."""
+    if version == 3:
+        raise InputError("test-board compares with nncase 1.9's Simulator or k210tool's NumPy interpreter, "
+                         "which run kmodel v4 and v5; this kmodel is v3",
+                         "convert the model with k210tool convert (v4 or v5)")
+    if engine == "nncase" and version != 5:
+        raise InputError("nncase's Simulator runs kmodel v5 only", "use --engine numpy (or auto) for v4")
+    if engine == "nncase" or (engine == "auto" and version == 5):
+        from k210tool.sim.engine import NncaseEngine
+
+        return NncaseEngine(kmodel, input_layout="NCHW"), "nncase Simulator (nncase 1.9)"
+    from k210tool.sim.interp import NumpyEngine
+
+    return NumpyEngine(kmodel, input_layout="NCHW"), "k210tool NumPy interpreter"
+
+
+def float_outputs(path: Path, pre: Any, batch: np.ndarray) -> list[np.ndarray]:
+    """The float model's outputs for the board's inputs, one flat array per vector."""
+    from k210tool.model.load import load_model
+
+    loaded = load_model(path)
+    if loaded.model is None:
+        raise InputError(f"--model {path} is a {loaded.format} file; the float comparison runs Keras models",
+                         "pass the .h5/.keras model the kmodel was converted from")
+    out = loaded.model.predict(pre.normalize(batch), verbose=0, batch_size=8)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return [np.asarray(o, np.float32).ravel() for o in out]
+
+
+def _location(opts: BoardTestOptions, board: Any) -> Any:
+    from k210tool.maixpy.models import Location, parse_location
+
+    if opts.model_at:
+        loc = parse_location(opts.model_at)
+    elif opts.upload == "flash":
+        loc = Location(address=board.kmodel_address)
+    else:
+        loc = Location(path=f"{opts.inputs_dir.rstrip('/')}/{opts.kmodel.name}")
+    if opts.upload == "deploy" and loc.path is None:
+        raise InputError("--upload deploy puts the kmodel on the board's filesystem: --model-at must be a path",
+                         "use --upload flash for a flash address")
+    if opts.upload == "flash" and loc.address is None:
+        raise InputError("--upload flash needs a flash address for --model-at", "e.g. --model-at 0x300000")
+    return loc
+
+
+_CLEAN = """\
+import uos
+try:
+    uos.stat(%(d)r)
+except OSError:
+    _p = ''
+    for _c in %(d)r.strip('/').split('/'):
+        _p += '/' + _c
+        try:
+            uos.stat(_p)
+        except OSError:
+            uos.mkdir(_p)
+for _n in uos.listdir(%(d)r):
+    if _n.endswith('.bin'):
+        uos.remove(%(d)r + '/' + _n)
+"""
+
+
+def upload_files(transport: Any, files: list[tuple[str, bytes]], inputs_dir: str, model: tuple[str, bytes] | None,
+                 reporter: Reporter) -> list[str]:
+    """Clear old inputs, then write (board path, bytes) pairs, each verified by the board."""
+    import hashlib
+
+    from k210tool.device.deploy import board_checksum, write_file
+    from k210tool.device.rawrepl import RawRepl
+
+    done: list[str] = []
+    repl = RawRepl(transport)
+    repl.enter(soft_reset=True)
+    repl.exec(_CLEAN % {"d": inputs_dir.rstrip("/")}, timeout=30)
+    if model is not None:
+        path, data = model
+        try:
+            algo, size, digest = board_checksum(repl, path, len(data))
+            same = algo == "sha256" and size == len(data) and digest == hashlib.sha256(data).hexdigest()
+        except DeviceError:
+            same = False
+        if same:
+            reporter.info(f"{path} is already on the board (same SHA-256): not copied again")
+        else:
+            write_file(repl, path, data, local=path, reporter=reporter)
+            done.append(path)
+    with reporter.progress("upload inputs", total=len(files)) as bar:
+        for path, data in files:
+            write_file(repl, path, data, local=path)
+            done.append(path)
+            bar.advance(1)
+    repl.exit()
+    return done
+
+
+def run_parity(transport: Any, source: str, vectors: int, timeout: float, reporter: Reporter) -> str:
+    """Run the parity script; its output. A silent board or a script that raised: one DeviceError line."""
+    from k210tool.device.deploy import run_script
+    from k210tool.maixpy.parity import MAGIC
+
+    out = bytearray()
+    with reporter.progress("run on the board", total=vectors) as bar:
+        seen = [0]
+
+        def on_output(chunk: bytes) -> None:
+            out.extend(chunk)
+            done = out.count(f"{MAGIC}time ".encode()) + out.count(f"{MAGIC}err ".encode())
+            if done > seen[0]:
+                bar.advance(done - seen[0])
+                seen[0] = done
+
+        try:
+            result = run_script(transport, source, on_output=on_output, timeout=timeout)
+        except DeviceError as exc:
+            raise DeviceError(f"the board stopped answering after {seen[0]} of {vectors} vectors: {exc.message}",
+                              "check the cable and power; press RESET and run test-board again") from None
+    if result.traceback:
+        last = result.traceback.strip().splitlines()[-1] if result.traceback.strip() else "an error"
+        raise DeviceError(f"the parity script failed on the board: {last}",
+                          "k210tool run -p PORT parity.py shows the whole traceback")
+    return out.decode("utf-8", "replace")
+
+
+def _board_failure(run: Any) -> None:
+    """Raise one DeviceError when the board produced no usable outputs."""
+    problems = run.problems()
+    if not problems:
+        return
+    messages = set(run.errors.values())
+    if run.errors and len(messages) == 1 and len(run.errors) == run.vectors:
+        raise DeviceError(f"the board could not run the kmodel: {messages.pop()}",
+                          "see `k210tool boards` for what the firmware loads and the memory it leaves")
+    raise DeviceError(f"parity output from the board is not usable: {problems[0]}"
+                      + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                      "run test-board again; corrupted frames point at the serial link")
+
+
+def compare(run: Any, names: list[str], reference: list[np.ndarray], floats: list[np.ndarray] | None) -> list[VectorResult]:
+    """Per-vector comparison of the board's outputs with the reference (and the float model)."""
+    rows = []
+    for v, name in enumerate(names):
+        board_outs = run.outputs[v]
+        cos, mad, same = [], [], True
+        for i, b in enumerate(board_outs):
+            ref = np.asarray(reference[i][v], np.float32).ravel()
+            cos.append(cosine(b, ref))
+            mad.append(float(np.max(np.abs(b.astype(np.float64) - ref))) if b.size == ref.size else math.inf)
+            same = same and b.size == ref.size and b.tobytes() == ref.tobytes()
+        fc = fm = None
+        if floats is not None:
+            f = floats[v]
+            fc = cosine(board_outs[0], f)
+            fm = float(np.max(np.abs(board_outs[0].astype(np.float64) - f))) if f.size == board_outs[0].size else math.inf
+        lat = run.latency_us[v]
+        rows.append(VectorResult(v, name, lat / 1000.0 if lat is not None else None, min(cos), max(mad), same, fc, fm))
+    return rows
+
+
+def gate_failures(rows: list[VectorResult], opts: BoardTestOptions) -> list[str]:
+    fails = []
+    for r in rows:
+        if not r.cosine >= opts.min_cosine:  # also catches NaN
+            fails.append(f"vector {r.index} ({r.source}): cosine {r.cosine:.6f} < --min-cosine {opts.min_cosine}")
+        if opts.max_abs is not None and not r.max_abs <= opts.max_abs:
+            fails.append(f"vector {r.index} ({r.source}): max abs difference {r.max_abs:.6g} > --max-abs {opts.max_abs}")
+        if opts.exact and not r.identical:
+            fails.append(f"vector {r.index} ({r.source}): outputs are not bit-identical to the reference (--exact)")
+        if r.float_cosine is not None and not r.float_cosine >= opts.float_min_cosine:
+            fails.append(f"vector {r.index} ({r.source}): cosine with the float model {r.float_cosine:.4f} < "
+                         f"--float-min-cosine {opts.float_min_cosine}")
+    return fails
+
+
+def check_gate(result: BoardTestResult) -> None:
+    """Raise GateError when the board's outputs were outside the tolerances."""
+    if result.failures:
+        more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
+        raise GateError(f"board outputs outside the tolerance: {result.failures[0]}{more}",
+                        "a real board should match the simulator closely; check the firmware and the kmodel")
+
+
+# --- the whole test --------------------------------------------------------------------------------------
+def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> BoardTestResult:
+    """Upload, run and compare (see the module doc). The result says pass/fail; :func:`check_gate` raises."""
+    from k210tool.boards import get_board
+    from k210tool.compile.kmodel import kmodel_version
+    from k210tool.maixpy import parity
+    from k210tool.maixpy.models import describe_model
+    from k210tool.maixpy.render import ScriptOptions, render_script, require_micropython
+
+    reporter = reporter or Reporter()
+    opts.validate()
+    start = time.monotonic()
+    board = get_board(opts.board, opts.firmware)
+    require_micropython(board)
+    loc = _location(opts, board)
+    if not opts.kmodel.is_file():
+        raise InputError(f"kmodel {opts.kmodel} does not exist")
+    data = opts.kmodel.read_bytes()
+    version = kmodel_version(data)
+    model = describe_model(opts.kmodel, loc, opts.summary)
+    pre = model.preprocess
+    # renders, lints and compiles for the board; refuses a kmodel the firmware cannot load - before any I/O
+    script = render_script("parity", board, model=opts.kmodel, summary=opts.summary, model_at=loc,
+                           options=ScriptOptions(inputs_dir=opts.inputs_dir.rstrip("/")), reporter=reporter)
+    names, batch = make_inputs(pre, opts.vectors, opts.data, opts.max_inputs, opts.seed, reporter)
+    fed = parity.board_inputs(batch, board.firmware.kpu_api)
+    with reporter.stage("reference"):
+        engine, ref_name = reference_engine(data, version, opts.engine)
+        reference = engine.run(fed)
+    floats = float_outputs(opts.float_model, pre, fed) if opts.float_model is not None else None
+    uploaded = _upload_and_flash(opts, board, loc, data, fed, reporter)
+    text = _run_on_board(opts, script.source, len(names), reporter)
+    run = parity.parse_parity(text, strict=False)
+    _board_failure(run)
+    rows = compare(run, names, reference, floats)
+    result = BoardTestResult(
+        opts.port, board.id, board.firmware.id, board.firmware.kpu_api, str(opts.kmodel), version, ref_name,
+        parity.input_mode(board.firmware.kpu_api, pre.channels), rows, uploaded,
+        str(opts.float_model) if opts.float_model else None,
+        {"min_cosine": opts.min_cosine, "max_abs": opts.max_abs, "exact": opts.exact,
+         "float_min_cosine": opts.float_min_cosine if opts.float_model else None})
+    result.failures = gate_failures(rows, opts)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _upload_and_flash(opts: BoardTestOptions, board: Any, loc: Any, data: bytes, fed: np.ndarray,
+                      reporter: Reporter) -> list[str]:
+    from k210tool.device.transport import open_transport
+    from k210tool.maixpy import parity
+
+    done: list[str] = []
+    if opts.upload == "flash":
+        from k210tool.device.isp import flash
+        from k210tool.device.kfpkg import plan_flash
+
+        with reporter.stage("flash"):
+            flash(opts.port, plan_flash(board, kmodels=[(opts.kmodel, loc.address)]), reporter=reporter)
+        done.append(f"flash 0x{loc.address:X}")
+    folder = opts.inputs_dir.rstrip("/")
+    files = [(f"{folder}/{parity.input_file_name(i)}", parity.input_file_bytes(x)) for i, x in enumerate(fed)]
+    model = (loc.path, data) if opts.upload == "deploy" else None
+    with reporter.stage("upload"), open_transport(opts.port, opts.baud) as transport:
+        done += upload_files(transport, files, folder, model, reporter)
+    return done
+
+
+def _run_on_board(opts: BoardTestOptions, source: str, vectors: int, reporter: Reporter) -> str:
+    from k210tool.device.transport import open_transport
+
+    with reporter.stage("run"), open_transport(opts.port, opts.baud) as transport:
+        return run_parity(transport, source, vectors, opts.timeout, reporter)
+
+
+__all__ = ["BoardTestOptions", "BoardTestResult", "VectorResult", "check_gate", "compare", "cosine",
+           "gate_failures", "make_inputs", "reference_engine", "run_board_test", "run_parity", "upload_files"]
