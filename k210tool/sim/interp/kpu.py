@@ -19,6 +19,10 @@ only the selected pixels are computed.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from k210tool.compile.kmodel.kpu import POOL_GEOMETRY
@@ -27,8 +31,9 @@ from k210tool.compile.kmodel.model import KpuConv
 from k210tool.sim.interp.actfast import ActTable, FastAct, banker_shift, bn_act_exact, build_fast
 
 _F32_K = 1024  # K * 128*128 <= 2**24: a centred float32 product sum is exact
-_CHUNK = 1 << 16  # elements per chunk of the post-processing (stays in cache)
+_CHUNK = 1 << 18  # elements per chunk of the post-processing (stays in cache)
 _GEMM_COLS = 1 << 15  # columns per matrix product
+_DW_CHUNK = 1 << 16  # elements per depthwise chunk
 _SELECT = {5: (0, 0), 6: (0, 1), 7: (0, 0)}  # pool type -> (dy, dx) of the selected pixel
 
 __all__ = ["KpuLayerRunner", "KpuModelError", "KpuRam", "banker_shift", "download", "pool", "upload"]
@@ -233,9 +238,11 @@ class KpuLayerRunner:
         step = max(256, _CHUNK // max(oc, 1))
         for g in range(0, col.shape[1], _GEMM_COLS):  # big products (BLAS is slow on thin ones) ...
             d_all = _centred_matmul(self.w_centered, col[:, g : g + _GEMM_COLS])
-            for s in range(0, d_all.shape[1], step):  # ... then cache-sized post-processing
+
+            def finish(s: int, d_all: np.ndarray = d_all, g: int = g) -> None:  # ... then cache-sized pieces
                 e = min(s + step, d_all.shape[1])
                 out[:, g + s : g + e] = self._finish_dense(d_all[:, s:e], p[g + s : g + e])
+            parallel(finish, range(0, d_all.shape[1], step))
         return out.reshape(oc, m, oh, ow)
 
     def _finish_dense(self, d: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -255,19 +262,18 @@ class KpuLayerRunner:
 
     def _depthwise(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
         c, m = xp.shape[:2]
-        f = self.filter
-        h0 = xp[0, 0, _shift(rows, 0), _shift(cols, 0)].shape
-        out = np.empty((c, m) + h0, np.uint8)
-        step = max(1, _CHUNK // max(1, m * h0[0] * h0[1]))
-        for s in range(0, c, step):
+        oh = len(range(rows.start, rows.stop, rows.step or 1))
+        ow = len(range(cols.start, cols.stop, cols.step or 1))
+        out = np.empty((c, m, oh, ow), np.uint8)
+        step = max(1, _DW_CHUNK // max(1, m * oh * ow))  # one channel at a time for big maps: stays in cache
+
+        def finish(s: int) -> None:
             e = min(c, s + step)
-            xs = xp[s:e].astype(np.float32)
-            taps = [xs[:, :, _shift(rows, ky), _shift(cols, kx)] for ky in range(f) for kx in range(f)]
-            out[s:e] = self._finish_depthwise(taps, s, e, xp, rows, cols)
+            out[s:e] = self._finish_depthwise(_dw_taps(xp[s:e], self.filter, rows, cols, oh, ow), s, e)
+        parallel(finish, range(0, c, step))
         return out
 
-    def _finish_depthwise(self, taps: list[np.ndarray], s: int, e: int, xp: np.ndarray, rows: slice,
-                          cols: slice) -> np.ndarray:
+    def _finish_depthwise(self, taps: list[np.ndarray], s: int, e: int) -> np.ndarray:
         fa = self.fast
         if fa is None:
             return bn_act_exact(self._depthwise_alu(taps, s, e), None, _bn_slice(self.bn, s, e), self.act)
@@ -302,6 +308,48 @@ class KpuLayerRunner:
         return dot.astype(np.int64) + term_x + const
 
 
+_pool: ThreadPoolExecutor | None = None
+
+
+def parallel(fn: Callable[[int], None], items: range) -> None:
+    """Run ``fn`` on every item, on as many threads as cores (NumPy releases the GIL inside its loops).
+
+    Every item writes its own slice of the output, so the result does not depend on the scheduling.
+    ``K210TOOL_INTERP_THREADS=1`` keeps everything on the calling thread (e.g. under a process pool).
+    """
+    global _pool
+    threads = int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or (os.cpu_count() or 1)
+    if threads <= 1 or len(items) < 2:
+        for item in items:
+            fn(item)
+        return
+    if _pool is None or _pool._max_workers != threads:  # noqa: SLF001 - resize when the setting changes
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="k210tool-interp")
+    for _ in _pool.map(fn, items):
+        pass
+
+
+def _dw_taps(xp: np.ndarray, f: int, rows: slice, cols: slice, oh: int, ow: int) -> list[np.ndarray]:
+    """The f*f shifted windows (float32, unit stride) a depthwise layer multiplies, at the computed pixels.
+
+    At stride 2 (select pooling) the padded input is split into its four polyphase components first, so
+    every window is a contiguous slice instead of a stride-2 view.
+    """
+    step = rows.step or 1
+    if step == 1:
+        xs = xp.astype(np.float32)
+        return [xs[:, :, rows.start + ky : rows.start + ky + oh, cols.start + kx : cols.start + kx + ow]
+                for ky in range(f) for kx in range(f)]
+    phases = {(py, px): xp[:, :, py::step, px::step].astype(np.float32) for py in range(step) for px in range(step)}
+    taps = []
+    for ky in range(f):
+        for kx in range(f):
+            ry, rx = rows.start + ky, cols.start + kx
+            ph = phases[(ry % step, rx % step)]
+            taps.append(ph[:, :, ry // step : ry // step + oh, rx // step : rx // step + ow])
+    return taps
+
+
 def _shift(sl: slice, k: int) -> slice:
     return slice(sl.start + k, sl.stop + k, sl.step)
 
@@ -333,11 +381,11 @@ def _floor_certified(w: np.ndarray, fa: FastAct) -> tuple[np.ndarray, tuple[np.n
     flag = w > (np.float32(0.5) - fa.band)
     if fa.check_top:
         flag |= r >= fa.top
-    np.clip(r, fa.lo, fa.hi, out=r)
-    out = r.astype(np.uint8)
+    out = np.empty(r.shape, np.uint8)
+    np.clip(r, fa.lo, fa.hi, out=out, casting="unsafe")
     if not flag.any():
         return out, None
-    return out, np.nonzero(flag)
+    return out, np.unravel_index(np.flatnonzero(flag), flag.shape)
 
 
 def _signed(v: int, bits: int) -> int:
