@@ -19,6 +19,7 @@ import numpy as np
 from k210tool.errors import InputError, ModelError
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
+from k210tool.train.export import save_model_atomic
 
 
 @dataclass(frozen=True)
@@ -273,24 +274,3 @@ def _optimizer_for(model: Any, lr: float) -> Any:
 
     keras = import_tf_keras() if type(model).__module__.startswith("tf_keras") else import_keras3()
     return keras.optimizers.Adam(lr)
-
-
-def save_model_atomic(model: Any, path: Path) -> Path:
-    """Save a tf_keras or Keras 3 model as ``path`` (h5 when the suffix is .h5), via temp + rename."""
-    import os
-    import tempfile
-
-    from k210tool.train.export import save_h5_atomic
-
-    if type(model).__module__.startswith("tf_keras") and path.suffix == ".h5":
-        return save_h5_atomic(model, path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

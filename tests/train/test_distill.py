@@ -19,15 +19,15 @@ def models(synthetic: Synthetic, tmp_path_factory: pytest.TempPathFactory) -> Pa
     def make(folder: Path) -> None:
         from k210tool.tfutil import import_tf_keras
         from k210tool.train.config import load_config
-        from k210tool.train.export import save_h5_atomic
+        from k210tool.train.export import save_model_atomic
         from k210tool.train.loop import train
 
         cfg = load_config(None, [f'data.train="{synthetic.faces}"', f'run.out="{folder / "teacher_run"}"',
                                  'model.backbone="mobilefacenet"', 'head.kind="softmax"', "data.batch_size=32",
                                  "run.epochs=2", *SMALL_MODEL])
         teacher = import_tf_keras().models.load_model(train(cfg).model, compile=False)
-        save_h5_atomic(teacher, folder / "teacher.h5")
-        save_h5_atomic(kpu_student_of(teacher), folder / "student.h5")
+        save_model_atomic(teacher, folder / "teacher.h5")
+        save_model_atomic(kpu_student_of(teacher), folder / "student.h5")
 
     return shared_dir(tmp_path_factory, "distill_models", make)
 
@@ -59,10 +59,10 @@ def test_distillation_raises_cosine_and_recovers_accuracy(models: Path, syntheti
 
 def test_mismatched_models_are_refused_in_one_line(models: Path, synthetic: Synthetic, tmp_path: Path) -> None:
     from k210tool.cli import main
-    from k210tool.train.export import save_h5_atomic
+    from k210tool.train.export import save_model_atomic
     from k210tool.train.models.mobilefacenet import build_mobilefacenet
 
-    other = save_h5_atomic(build_mobilefacenet(input_size=64, width=16, embedding_size=64,
+    other = save_model_atomic(build_mobilefacenet(input_size=64, width=16, embedding_size=64,
                                                bottlenecks=((2, 16, 1, 2),)), tmp_path / "other.h5")
     with pytest.raises(SystemExit) as exit_info:
         main(["distill", "--teacher", str(models / "teacher.h5"), "--student", str(other), "--data",

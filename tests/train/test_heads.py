@@ -85,7 +85,7 @@ def test_sync_from_weights_recovers_the_kind_after_a_restore() -> None:
 
 def test_training_model_saves_as_h5_and_loads_back(tmp_path: Path) -> None:
     from k210tool.tfutil import import_tf_keras
-    from k210tool.train.export import save_h5_atomic
+    from k210tool.train.export import save_model_atomic
 
     k = import_tf_keras()
     inp = k.Input((6, 6, 3), name="image")
@@ -94,7 +94,7 @@ def test_training_model_saves_as_h5_and_loads_back(tmp_path: Path) -> None:
     head = MarginHead(7, "softmax", 32.0, name="margin_head")
     model = build_training_model(backbone, head)
     head.set_kind("arcface", 32.0)
-    path = save_h5_atomic(model, tmp_path / "train.h5")
+    path = save_model_atomic(model, tmp_path / "train.h5")
     loaded = k.models.load_model(path, compile=False, custom_objects=custom_objects())
     assert [t.name for t in loaded.inputs] == ["image", "label"]
     rng = np.random.default_rng(2)

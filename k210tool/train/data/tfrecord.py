@@ -69,20 +69,22 @@ def _parse(serialized: bytes, where: str) -> object:
         raise InputError(f"{where} is not a tf.train.Example ({exc})") from None
 
 
-def example_label(serialized: bytes, where: str = "record") -> int:
+def _feature(serialized: bytes, keys: tuple[str, ...], kind: str, where: str) -> object:
+    """The first value of the first of ``keys`` present as a ``kind`` ("int64_list"/"bytes_list") feature."""
     feats = _parse(serialized, where).features.feature  # type: ignore[attr-defined]
-    for key in LABEL_KEYS:
-        if key in feats and feats[key].int64_list.value:
-            return int(feats[key].int64_list.value[0])
-    raise InputError(f"{where} has no int64 feature 'label'", f"features are {', '.join(sorted(feats))}")
+    for key in keys:
+        if key in feats and getattr(feats[key], kind).value:
+            return getattr(feats[key], kind).value[0]
+    wanted = "int64" if kind == "int64_list" else "bytes"
+    raise InputError(f"{where} has no {wanted} feature {keys[0]!r}", f"features are {', '.join(sorted(feats))}")
+
+
+def example_label(serialized: bytes, where: str = "record") -> int:
+    return int(_feature(serialized, LABEL_KEYS, "int64_list", where))  # type: ignore[call-overload]
 
 
 def example_image(serialized: bytes, where: str = "record") -> bytes:
-    feats = _parse(serialized, where).features.feature  # type: ignore[attr-defined]
-    for key in IMAGE_KEYS:
-        if key in feats and feats[key].bytes_list.value:
-            return bytes(feats[key].bytes_list.value[0])
-    raise InputError(f"{where} has no bytes feature 'image'", f"features are {', '.join(sorted(feats))}")
+    return bytes(_feature(serialized, IMAGE_KEYS, "bytes_list", where))  # type: ignore[call-overload]
 
 
 def make_example(image: bytes, label: int) -> bytes:

@@ -155,6 +155,29 @@ def randomize_affine(model: Any, seed: int = 0) -> None:
         elif kind == "PReLU":
             (alpha,) = layer.get_weights()
             layer.set_weights([rng.uniform(0.05, 0.4, alpha.shape).astype(np.float32)])
+        elif kind == "DepthwiseConv2D" and _is_global(layer):
+            layer.set_weights([_smooth_global_kernel(layer.get_weights()[0], rng)])
+
+
+def _is_global(layer: Any) -> bool:
+    shape = layer.input_shape
+    return tuple(layer.kernel_size) == (shape[1], shape[2])
+
+
+def _smooth_global_kernel(kernel: Any, rng: Any) -> Any:
+    """A trained global depthwise conv (GDConv) weights the face's centre smoothly; a random one is spatial
+    noise that makes the embedding change completely under a one-cell shift. One Gaussian bump per channel."""
+    import numpy as np
+
+    kh, kw, channels, mult = kernel.shape
+    yy, xx = np.mgrid[0:kh, 0:kw]
+    cy = rng.uniform(0.3, 0.7, channels) * (kh - 1)
+    cx = rng.uniform(0.3, 0.7, channels) * (kw - 1)
+    sigma = rng.uniform(0.2, 0.45, channels) * kh
+    bump = np.exp(-((yy[..., None] - cy) ** 2 + (xx[..., None] - cx) ** 2) / (2 * sigma**2))
+    scale = rng.choice([-1.0, 1.0], channels) * rng.uniform(0.5, 1.5, channels)
+    out = bump / bump.sum(axis=(0, 1)) * scale
+    return np.repeat(out[..., None], mult, axis=3).astype(np.float32)
 
 
 def _inbound_layers(node: Any) -> list[Any]:
