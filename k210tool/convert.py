@@ -169,10 +169,10 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
 
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
-    rewrite_report = _rewrite(loaded, opts, rep)
     pre = make_preprocess(opts, loaded.input_shape)
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
+    rewrite_report = _rewrite(loaded, opts, pre.normalize(calib[:64]), calib_desc, rep)
     with rep.stage("tflite"):
         model_bytes = _model_bytes(loaded)
     settings = NncaseSettings(pre, model_format="onnx" if loaded.format == "onnx" else "tflite",
@@ -186,21 +186,39 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
 
     summary = _summarize(opts, loaded, out, kmodel, version, board, pre, settings, result, calib_desc, rewrite_report, rep)
     _check_fit(summary, board, opts, rep)
+    summary.float_model = _save_rewritten(loaded, out, rewrite_report) or str(opts.model)
     write_bytes(out, kmodel)
     summary_file = write_json(summary_path(out), summary.to_dict())
     return ConvertResult(out, summary_file, summary)
 
 
-def _rewrite(loaded: LoadedModel, opts: ConvertOptions, rep: Reporter) -> dict[str, Any] | None:
+def _rewrite(loaded: LoadedModel, opts: ConvertOptions, images: np.ndarray, desc: str,
+             rep: Reporter) -> dict[str, Any] | None:
     if not opts.rewrite or not loaded.is_keras:
         return None
-    try:
-        from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
-    except ImportError:
-        return None
+    from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
+
     with rep.stage("rewrite"):
-        report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu), rep)
+        report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu), rep, images, desc)
+    inexact = [c for c in report.changes if not c.exact]
+    if inexact and report.cosine is not None:
+        rules = sorted({c.rule for c in inexact})
+        rep.warn(f"the KPU rewrite changed the float model ({len(inexact)} approximate changes: {', '.join(rules)}); "
+                 f"embedding cosine vs the original {report.cosine:.4f} (min {report.cosine_min:.4f}) on {desc}. "
+                 "Recover it with `k210tool distill`, or keep layers with --prelu keep / --no-rewrite")
     return report.to_dict()
+
+
+def _save_rewritten(loaded: LoadedModel, out: Path, report: dict[str, Any] | None) -> str | None:
+    """Keep the rewritten float model beside the kmodel: it is what the kmodel was compiled from, and what
+    `compare` should measure the kmodel against."""
+    if not report or not report.get("changes"):
+        return None
+    from k210tool.model.rewrite import save_model
+
+    path = out.with_name(out.stem + ".rewritten.h5")
+    save_model(loaded.model, path)
+    return str(path)
 
 
 def _model_bytes(loaded: LoadedModel) -> bytes:

@@ -140,6 +140,8 @@ def _fail(message: str, hint: str | None, code: int, as_json: bool) -> None:
 
     line = f"k210tool: error: {message}" + (f" ({hint})" if hint else "")
     click.echo(line, err=True)
-    if as_json:
+    from k210tool.cli import common
+
+    if as_json and not common.EMITTED:
         click.echo(json.dumps({"error": message, "hint": hint, "exit_code": code}))
     sys.exit(code)

@@ -12,6 +12,7 @@ import click
 from k210tool.report import ConsoleReporter
 
 F = TypeVar("F", bound=Callable[..., Any])
+EMITTED = False  # a result was printed: an error after it must not print a second JSON document
 
 
 @dataclass
@@ -27,6 +28,8 @@ class CliState:
         """Print ``result`` as JSON (``--json``) or through ``render(result, console)``."""
         from k210tool.fileio import to_jsonable
 
+        global EMITTED
+        EMITTED = True
         if self.as_json:
             click.echo(json.dumps(to_jsonable(result), indent=2))
             return

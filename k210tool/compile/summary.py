@@ -66,6 +66,7 @@ class Summary:
     fits_flash: bool
     loads_on: list[str]  # firmware families that load this kmodel version
     board_loads_it: bool
+    float_model: str = ""  # the float model the kmodel was compiled from (the rewritten one, if any)
     head_cut: dict[str, Any] | None = None
     rewrite: dict[str, Any] | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)

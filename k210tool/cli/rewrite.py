@@ -1,0 +1,85 @@
+"""`k210tool rewrite`: the KPU rewrite alone, saved as a Keras model, with its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from k210tool.cli.common import CliState, common_options
+from k210tool.cli.convert import load_options_from, model_load_options
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Rewritten model: .h5 (legacy tf.keras, loads anywhere) or .keras.")
+@click.option("--prelu", type=click.Choice(["relu", "leaky", "keep"]), default="relu", show_default=True,
+              help="What PReLU becomes (keep: leave it, at a memory and round-trip cost).")
+@click.option("--only", "only", multiple=True, metavar="RULE", help="Apply only these rules (repeatable).")
+@click.option("--skip", multiple=True, metavar="RULE", help="Do not apply these rules (repeatable).")
+@click.option("--calib", "calib", metavar="DIR|FILE.npy",
+              help="Images to measure the float cost on (default: 32 synthetic faces).")
+@click.option("--calib-count", default=64, show_default=True, help="Images to measure on at most.")
+@click.option("--list-rules", is_flag=True, help="List the rules and exit.")
+@model_load_options
+@common_options
+def rewrite(model: Path, output: Path, prelu: str, only: tuple[str, ...], skip: tuple[str, ...], calib: str | None,
+            calib_count: int, list_rules: bool, state: CliState, **kw: Any) -> None:
+    """Rewrite MODEL into KPU-friendly ops and report every change and its float cost.
+
+    \b
+    Rules (in order; `--list-rules` shows what each matches and produces, and whether it is exact):
+      dropout, prelu, symmetric-stride2, symmetric-zeropad, dense-to-conv, fold-batchnorm
+    The training head is cut first (see `k210tool convert --help`). The report gives, per rule and for the
+    whole model, the cosine between the original and the rewritten float embeddings; exact rules stay at
+    >= 0.9999. `k210tool convert` runs the same rewrite by default.
+
+    \b
+    Examples:
+      k210tool rewrite face.h5 -o face_kpu.h5 --calib faces/
+      k210tool rewrite face.h5 -o face_kpu.h5 --prelu leaky --json
+    """
+    from k210tool.rewrite_cmd import RewriteCommandOptions, list_rule_table, run_rewrite
+
+    if list_rules:
+        state.emit(list_rule_table(), _render_rules)
+        return
+    opts = RewriteCommandOptions(model, output, prelu, only or None, skip, calib, calib_count,
+                                 load_options_from(kw))
+    state.emit(run_rewrite(opts, state.reporter), render_rewrite)
+
+
+def _render_rules(rows: Any, console: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title="KPU rewrite rules (applied in this order)")
+    for col in ("rule", "matches", "produces", "exact"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["matches"], r["produces"], r["exact"])
+    console.print(t)
+
+
+def render_rewrite(r: Any, console: Any) -> None:
+    from rich.table import Table
+
+    rep = r.report
+    t = Table(title=f"rewrite of {r.model} -> {r.output}")
+    for col in ("rule", "changes", "exact", "float cosine (mean / min)"):
+        t.add_column(col)
+    for rr in rep.rules:
+        cos = "-" if rr.cosine_mean is None else f"{rr.cosine_mean:.6f} / {rr.cosine_min:.6f}"
+        t.add_row(rr.rule, str(rr.changes), "yes" if rr.exact else "no", cos)
+    if rep.cosine is not None:
+        t.add_row("whole model", str(len(rep.changes)), "yes" if rep.exact else "no",
+                  f"{rep.cosine:.6f} / {rep.cosine_min:.6f}", style="bold")
+    console.print(t)
+    for c in rep.changes:
+        console.print(f"  {c.rule:18s} {c.layer}: {c.detail}{'' if c.exact else '  [not exact]'}")
+    if r.head_cut:
+        console.print(f"head cut: {r.head_cut}")
+    console.print(f"measured on {rep.images}")
+    for step in rep.next_steps:
+        console.print(f"next: {step}")

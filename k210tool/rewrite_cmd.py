@@ -1,0 +1,72 @@
+"""Library side of ``k210tool rewrite``: load, rewrite, measure, save."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from k210tool.fileio import check_output_path
+from k210tool.model.load import LoadOptions, load_model
+from k210tool.model.rewrite import RewriteOptions, RewriteReport, rewrite_loaded, save_model
+from k210tool.model.rules import RULES
+from k210tool.preprocess import Preprocess
+from k210tool.report import Reporter
+
+
+@dataclass(frozen=True)
+class RewriteCommandOptions:
+    model: Path
+    output: Path
+    prelu: str = "relu"
+    only: tuple[str, ...] | None = None
+    skip: tuple[str, ...] = ()
+    calib: str | None = None
+    calib_count: int = 64
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+
+@dataclass
+class RewriteResult:
+    model: str
+    output: str
+    report: RewriteReport
+    head_cut: str | None
+
+
+def list_rule_table() -> list[dict[str, str]]:
+    return [{"name": r.name, "matches": r.matches, "produces": r.produces, "exact": r.exact} for r in RULES]
+
+
+def measurement_images(source: str | None, pre: Preprocess, count: int, reporter: Reporter) -> tuple[np.ndarray, str]:
+    """Float model inputs to measure a rewrite on: the user's images, or synthetic faces."""
+    if source is not None:
+        from k210tool.convert import CalibrationOptions, _check_calibration_source, calibration_images
+
+        cal = CalibrationOptions(source, count)
+        _check_calibration_source(cal)
+        images, desc = calibration_images(cal, pre, reporter)
+        return pre.normalize(images), desc
+    from k210tool.train.data.synthetic import identity_images
+
+    n = max(1, min(count, 32))
+    faces = np.concatenate([identity_images(9000 + i, 1, size=max(pre.height, pre.width)) for i in range(n)])
+    prepared = np.stack([pre.prepare(f) for f in faces])
+    return pre.normalize(prepared), f"{n} synthetic faces (pass --calib for your own images)"
+
+
+def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -> RewriteResult:
+    rep = reporter or Reporter()
+    check_output_path(opts.output)
+    with rep.stage("load"):
+        loaded = load_model(opts.model, opts.load, rep)
+    h, w, c = loaded.input_shape
+    pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
+    images, desc = measurement_images(opts.calib, pre, opts.calib_count, rep)
+    with rep.stage("rewrite"):
+        report = rewrite_loaded(loaded, RewriteOptions(opts.prelu, opts.only, opts.skip), rep, images, desc)
+    with rep.stage("save"):
+        save_model(loaded.model, opts.output)
+    return RewriteResult(str(opts.model), str(opts.output), report,
+                         loaded.head_cut.describe() if loaded.head_cut else None)
+
