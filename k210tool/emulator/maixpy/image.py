@@ -6,7 +6,7 @@ went through the firmware's 8 -> 5/6 -> 8 bit tables (:func:`k210tool.maixpy.par
 (planes R, G, B, or the single grey plane) - the kmodel's NCHW input.
 
 Resizing follows the firmware: nearest neighbour when shrinking, bilinear when enlarging. Text is drawn
-with OpenCV's Hershey "plain" font without anti-aliasing, ASCII only (other characters become ``?``, as the
+with OpenCV's Hershey "plain" font in solid pixels (no anti-aliasing, like the board's bitmap font), ASCII only (other characters become ``?``, as the
 board's font has only ASCII glyphs); every ``draw_string`` is also recorded in :attr:`Image.texts`, so the
 LCD shim can list what a frame shows.
 """
@@ -67,14 +67,19 @@ def text_origin(y: int, scale: float) -> tuple[float, int]:
     return font_scale, y + h
 
 
-def draw_text_pixels(canvas: np.ndarray, x: int, y: int, text: str, color: Any, scale: float = 1.0) -> None:
-    """Draw ``text`` (ASCII) onto an (H, W[, 3]) uint8 array in place, top-left at (x, y), no anti-aliasing."""
+def draw_text_pixels(canvas: np.ndarray, x: int, y: int, text: str, color: Any, scale: float = 1.0) -> np.ndarray:
+    """Draw ``text`` (ASCII) onto an (H, W[, 3]) uint8 array in place, top-left at (x, y), in solid
+    pixels (OpenCV anti-aliases its fonts; the board's bitmap font does not). Returns the text's mask."""
     import cv2
 
     font_scale, baseline = text_origin(y, scale)
     thickness = max(1, int(round(float(scale) / 2)))
-    cv2.putText(canvas, ascii_only(text), (int(x), int(baseline)), cv2.FONT_HERSHEY_PLAIN, font_scale, color,
+    mask = np.zeros(canvas.shape[:2], np.uint8)
+    cv2.putText(mask, ascii_only(text), (int(x), int(baseline)), cv2.FONT_HERSHEY_PLAIN, font_scale, 255,
                 thickness, cv2.LINE_8)
+    on = mask >= 128
+    canvas[on] = color
+    return on
 
 
 class Image:
@@ -183,10 +188,9 @@ class Image:
         return self.draw_line(x, y - size, x, y + size, color, thickness)
 
     def draw_string(self, x: int, y: int, text: Any, color: Any = None, scale: float = 1.0, **_kw: Any) -> Image:
-        rgb = _to_rgb(color)
         shown = ascii_only(str(text))
-        draw_text_pixels(self._px, int(x), int(y), shown, self._store(rgb), scale)
-        stored = self._store(rgb)
+        stored = self._store(_to_rgb(color))
+        draw_text_pixels(self._px, int(x), int(y), shown, stored, scale)
         self.texts.append(DrawnText(int(x), int(y), shown, stored if isinstance(stored, tuple) else (stored,) * 3,
                                     float(scale)))
         return self

@@ -11,7 +11,8 @@ into its own error text:
 - ``memory``: nncase's TOTAL - input + output + data pools + the model - does not fit in what the board's
   firmware leaves for models (``board.model_memory``) minus the models already loaded (the runtime's
   allocation of its working memory fails);
-- ``emulator``: the board would load it but k210tool cannot run it (kmodel v3).
+- ``emulator``: the board would load it but k210tool cannot run it (kmodel v3); the KPU shims raise
+  ``OSError`` with this module's text rather than a firmware error the board would not give.
 
 A loaded model runs its real bytes: nncase's Simulator for kmodel v5 (the reference), k210tool's NumPy
 interpreter (``k210tool.sim.interp.NumpyEngine``, bit-exact with the Simulator on v5) for v4, or the
@@ -160,7 +161,8 @@ class KmodelLoader:
         if name == "auto":
             name = "nncase" if version == 5 else "numpy"
         if version == 3:
-            raise KmodelRejected("emulator", "the virtual board cannot run kmodel v3 (nncase 0.1): use a v4/v5 model")
+            raise KmodelRejected("emulator", "k210tool's virtual board cannot run kmodel v3 (nncase 0.1); "
+                                              "the real board loads it: use a v4/v5 model here")
         if name == "nncase" and version != 5:
             name = "numpy"  # nncase 1.9's Simulator reads v5 only
         key = (hashlib.sha256(data).hexdigest(), name)
@@ -194,8 +196,9 @@ def _input_chw(km: Any) -> tuple[int, int, int]:
 
 
 def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -> bytes:
-    """The bytes at ``address`` of the board's flash: ``size`` of them, or - when the firmware finds the
-    size itself - everything up to the first erased 4 KiB sector, without trailing 0xFF."""
+    """The bytes at ``address`` of the board's flash: ``size`` of them, or - when the firmware works the
+    size out itself from the kmodel's header - the written extent up to the first erased 4 KiB sector
+    (kmodel readers ignore the padding; the size is at most one sector too large)."""
     flash = ctx.flash
     if size is not None:
         if address < 0 or address + size > flash.size:
@@ -205,7 +208,9 @@ def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -
     end = address
     while end + sector <= flash.size and flash.read(end, sector) != b"\xff" * sector:
         end += sector
-    return flash.read(address, end - address).rstrip(b"\xff")
+    if end == address:
+        raise OSError(5, "EIO")  # nothing flashed there
+    return flash.read(address, end - address)
 
 
 __all__ = ["ENGINES", "KmodelLoader", "KmodelRejected", "LoadedKmodel", "memory_total", "read_flash_model"]

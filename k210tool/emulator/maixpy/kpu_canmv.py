@@ -75,7 +75,7 @@ class CanmvKPU:
         except KmodelRejected as exc:
             if exc.reason == "buffer":
                 raise MemoryError("model buffer memory allocation failed") from None
-            raise OSError("Failed to init model") from None
+            raise OSError(exc.detail if exc.reason == "emulator" else "Failed to init model") from None
         ctx.write("model load succeed\r\n")
 
     def _need_model(self) -> LoadedKmodel:
@@ -155,7 +155,10 @@ class CanmvV5KPU:
         else:
             raise ValueError("Load_kmodel need one parameter, path(string) or offset(int)")
         if isinstance(where, int) and not n:
-            data = read_flash_model(ctx, where)  # the firmware probes the size from the header
+            try:
+                data = read_flash_model(ctx, where)  # the firmware probes the size from the header
+            except OSError:
+                raise OSError("Failed to read file from rawflash") from None
             n = len(data)
         if n <= 0 or n >= V5_MAX_MODEL:
             raise ValueError("Model size error!")
@@ -177,7 +180,7 @@ class CanmvV5KPU:
             self._model = None
             if exc.reason == "buffer":
                 raise MemoryError("Model buffer memory allocation failed") from None
-            raise OSError("Failed to load model") from None
+            raise OSError(exc.detail if exc.reason == "emulator" else "Failed to load model") from None
         self._ran = False
 
     def run(self, img: Any) -> None:

@@ -24,7 +24,6 @@ _ERRORS = {
     "read": (2005, "ERR_READ_FILE: read file failed"),
     "buffer": (2006, "ERR_NO_MEM: memory not enough"),
     "memory": (2006, "ERR_NO_MEM: memory not enough"),
-    "emulator": (2003, "ERR_KMODEL_FORMAT: layer_header.body_size <=0"),
 }
 
 
@@ -148,6 +147,8 @@ def make_kpu_module(ctx: BoardContext) -> types.ModuleType:
         try:
             model = ctx.kmodel_loader(ctx, data)  # type: ignore[misc]
         except KmodelRejected as exc:
+            if exc.reason == "emulator":
+                raise OSError(exc.detail) from None
             raise _load_error(exc.reason, versions) from None
         return KpuNet(model, where if path is None else None, path)
 
