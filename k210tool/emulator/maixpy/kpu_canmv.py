@@ -244,4 +244,9 @@ class CanmvV5Yolo2:
         self._args = None
 
 
+# scripts see the firmware's type names (e.g. in "'KPU' object has no attribute 'load'")
+CanmvKPU.__name__ = CanmvKPU.__qualname__ = "KPU"
+CanmvV5KPU.__name__ = CanmvV5KPU.__qualname__ = "KPU"
+CanmvV5Yolo2.__name__ = CanmvV5Yolo2.__qualname__ = "Yolo2"
+
 __all__ = ["CanmvKPU", "CanmvV5KPU", "CanmvV5Yolo2", "image_input", "read_board_file"]
