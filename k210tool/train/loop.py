@@ -58,6 +58,7 @@ class TrainSummary:
     final_loss: float
     stopped_early: bool
     devices: Devices
+    replicas: int
     history: list[EpochRecord] = field(default_factory=list)
     best_accuracy: dict[str, float] = field(default_factory=dict)
     decode_failures: int = 0
@@ -315,7 +316,7 @@ class Trainer:
             classes=self.index.num_classes, images=len(self.index), steps=steps, steps_per_epoch=self.spe,
             epochs_completed=steps // self.spe, resumed_from_step=resumed, head=self.head.kind,
             switched_at_epoch=self.phase.switched_epoch, final_loss=history[-1].loss if history else float("nan"),
-            stopped_early=stopped, devices=self.devices, history=history, best_accuracy=best,
+            stopped_early=stopped, devices=self.devices, replicas=self.replicas, history=history, best_accuracy=best,
             decode_failures=self.stats.failed, seconds=seconds, warnings=list(self.reporter.warnings))
         write_json(self.out / "summary.json", summary)
         return summary

@@ -55,13 +55,3 @@ def test_stop_and_resume_continues_exactly(synthetic: Synthetic, tmp_path: Path)
         _train(synthetic, tmp_path / "split", "run.resume=false")
     with pytest.raises(InputError, match="does not match this config"):
         _train(synthetic, tmp_path / "split", "model.embedding_size=16")
-
-
-def test_mixed_precision_run_trains_and_exports_float32(synthetic: Synthetic, tmp_path: Path) -> None:
-    from k210tool.tfutil import import_tf_keras
-
-    s = _train(synthetic, tmp_path / "mixed", "run.precision=mixed_float16", "run.max_steps=1")
-    assert s.devices.precision == "mixed_float16" and s.steps == 1  # type: ignore[attr-defined]
-    assert any("loss_scale" in k for k in _checkpoint_values(tmp_path / "mixed"))
-    model = import_tf_keras().models.load_model(tmp_path / "mixed" / "model.h5", compile=False)
-    assert all(layer.compute_dtype == "float32" for layer in model.layers)
