@@ -94,7 +94,7 @@ def _render_train(s: Any, console: Any) -> None:
 @click.option("--epochs", default=5, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--max-images", default=20000, show_default=True, help="Crops to read at most.")
+@click.option("--max-images", default=10000, show_default=True, help="Crops to read at most (held in memory).")
 @click.option("--held-out", default=0.1, show_default=True, help="Fraction of crops kept for measuring.")
 @click.option("--mean", type=float, default=127.5, show_default=True, help="Input normalisation mean.")
 @click.option("--std", type=float, default=128.0, show_default=True, help="Input normalisation std.")

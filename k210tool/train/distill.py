@@ -28,7 +28,7 @@ class DistillOptions:
     batch_size: int = 32
     lr: float = 1e-3
     held_out: float = 0.1  # fraction of the crops kept aside to measure cosine / accuracy
-    max_images: int = 20000  # crops read (a seeded random subset when the folder holds more)
+    max_images: int = 10000  # crops read (a seeded random subset when the folder holds more)
     flip: bool = True  # random horizontal flips (the teacher sees the same flipped image)
     seed: int = 0
 
@@ -161,7 +161,7 @@ def _split(crops: _Crops, opts: DistillOptions) -> tuple[np.ndarray, np.ndarray,
 @dataclass
 class _PairSet:
     name: str
-    images: np.ndarray
+    images: Any  # uint8 array or a VerificationImages (decoded in chunks)
     issame: np.ndarray
 
 
@@ -169,7 +169,7 @@ def _pair_sets(val_bins: tuple[Path | str, ...], pre: Preprocess, held_x: np.nda
                seed: int) -> list[_PairSet]:
     from k210tool.train.validation import load_verification_set
 
-    sets = [_PairSet(v.name, v.images, v.issame) for v in (load_verification_set(p, pre) for p in val_bins)]
+    sets = [_PairSet(v.name, v, v.issame) for v in (load_verification_set(p, pre) for p in val_bins)]
     pairs = identity_pairs(held_labels, seed)
     if pairs is not None:
         a, b, same = pairs
@@ -210,13 +210,13 @@ class _Measure:
 
 def _measure(teacher: Any, student: Any, held_x: np.ndarray, sets: list[_PairSet], pre: Preprocess) -> _Measure:
     from k210tool.eval.verification import verify
-    from k210tool.train.validation import embed, mean_cosine
+    from k210tool.train.validation import embed, embed_set, mean_cosine
 
     cos = mean_cosine(embed(student, held_x, pre), embed(teacher, held_x, pre)) if len(held_x) else float("nan")
     t_acc, s_acc, pairs = {}, {}, {}
     for s in sets:
         for model, acc in ((teacher, t_acc), (student, s_acc)):
-            e = embed(model, s.images, pre, flip=True)
+            e = embed_set(model, s.images, pre, flip=True)
             acc[s.name] = verify(e[0::2], e[1::2], s.issame).accuracy
         pairs[s.name] = len(s.issame)
     return _Measure(cos, t_acc, s_acc, pairs)

@@ -204,7 +204,9 @@ class Trainer:
             while int(self.step.numpy()) < self.total_steps and not stopped:
                 stopped = self._run_epoch(history)
         except KeyboardInterrupt:
-            self._save()
+            # only a consistent state is worth keeping: the update of the last counted step has landed
+            if int(self.optimizer.iterations.numpy()) == int(self.step.numpy()):
+                self._save()
             raise
         finally:
             self.writer.flush()
@@ -217,9 +219,11 @@ class Trainer:
 
         step0 = int(self.step.numpy())
         epoch, pos = divmod(step0, self.spe)
+        # no limit: the loop takes exactly the epoch's steps, and images that fail to decode are replaced
+        # by the next ones in the permutation instead of starving the last batch
         ds = make_dataset(self.index, self.pre, self.global_batch, seed=self.cfg.run.seed, epoch=epoch,
-                          start=pos * self.global_batch, limit=self.spe * self.global_batch,
-                          flip=self.cfg.data.flip, parallel_calls=self.cfg.data.parallel_calls, stats=self.stats)
+                          start=pos * self.global_batch, flip=self.cfg.data.flip,
+                          parallel_calls=self.cfg.data.parallel_calls, stats=self.stats)
         iterator = iter(self.strategy.experimental_distribute_dataset(ds))
         t0 = time.perf_counter()
         max_steps = self.cfg.run.max_steps
