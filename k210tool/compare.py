@@ -130,15 +130,15 @@ def measure(opts: CompareOptions, rep: Reporter) -> tuple[CompareResult, Compare
     _check_options(opts)
     info = read_kmodel_file(opts.kmodel, rep)
     pre = opts.preprocess or info.preprocess(rep)
-    runners = {ORIGINAL: FloatRunner(opts.original, opts.load, pre, cache_dir=opts.cache_dir,
-                                     use_cache=opts.use_cache, reporter=rep)} if opts.original else {}
-    runners[REWRITTEN if opts.original else FLOAT] = FloatRunner(
-        opts.model, opts.load, pre, cache_dir=opts.cache_dir, use_cache=opts.use_cache, reporter=rep)
+    original, model = float_models(opts, info, rep)
+    runners = {ORIGINAL: FloatRunner(original, opts.load, pre, cache_dir=opts.cache_dir,
+                                     use_cache=opts.use_cache, reporter=rep)} if original else {}
+    runners[REWRITTEN if original else FLOAT] = FloatRunner(
+        model, opts.load, pre, cache_dir=opts.cache_dir, use_cache=opts.use_cache, reporter=rep)
+    with rep.stage("data"):  # before any model load: a bad .bin or an empty folder fails in a second
+        data = _load_data(opts, pre, rep)
     for name, runner in runners.items():
         _check_input(info, runner.input_shape(), runner.path, name)
-
-    with rep.stage("data"):
-        data = _load_data(opts, pre, rep)
     outputs: dict[str, list[np.ndarray]] = {}
     cache: dict[str, dict[str, int]] = {}
     for name, runner in runners.items():
@@ -154,7 +154,7 @@ def measure(opts: CompareOptions, rep: Reporter) -> tuple[CompareResult, Compare
     verification, scores, roc = _verification(outputs, columns, data, rep)
     identification = _identification(outputs, columns, data, opts.gallery, rep)
     result = CompareResult(
-        model=str(opts.model), kmodel=str(opts.kmodel), original=str(opts.original) if opts.original else None,
+        model=str(model), kmodel=str(opts.kmodel), original=str(original) if original else None,
         kmodel_version=info.version, engine=sim.engine, engine_note=sim.note, workers=sim.workers, columns=columns,
         data=data.describe(), preprocess=pre.to_dict(), fidelity=fidelity, verification=verification,
         identification=identification, gates=[], float_cache=cache,
@@ -198,6 +198,46 @@ def _check_options(opts: CompareOptions) -> None:
         raise InputError(f"--min-cosine {opts.min_cosine} is not a cosine", "give a number between -1 and 1")
     if opts.report is not None:
         _check_report_dir(Path(opts.report))
+
+
+def float_models(opts: CompareOptions, info: KmodelInfo, rep: Reporter) -> tuple[Path | None, Path]:
+    """(original, model): the float model(s) to compare the kmodel with.
+
+    ``convert`` keeps the rewritten float model beside the kmodel (``X.rewritten.h5``, the summary's
+    ``float_model``): it is what the kmodel was compiled from. When MODEL is the file convert was given and
+    the rewrite changed it, MODEL becomes the "original float" column and the rewritten model the second.
+    """
+    if opts.original is not None:
+        return Path(opts.original), Path(opts.model)
+    s = info.summary
+    if s is None or not s.float_model or not s.source or not _same_file(s.source, opts.model, info.path):
+        return None, Path(opts.model)
+    rewritten = _find_beside(s.float_model, info.path)
+    if rewritten is not None and _same_file(str(rewritten), opts.model, info.path):
+        return None, Path(opts.model)  # no rewrite happened: float_model is the source itself
+    if rewritten is None:
+        rep.warn(f"the kmodel was compiled from the rewritten model {s.float_model}, which is missing: comparing "
+                 f"with {Path(opts.model).name}, so the figures include what the rewrite changed")
+        return None, Path(opts.model)
+    rep.info(f"{Path(opts.model).name} was rewritten for the KPU before compiling: comparing original float, "
+             f"rewritten float ({rewritten.name}) and kmodel")
+    return Path(opts.model), rewritten
+
+
+def _find_beside(recorded: str, kmodel: Path) -> Path | None:
+    """A path from the summary: as recorded, or under the kmodel's folder (the pair may have been moved)."""
+    for candidate in (Path(recorded), kmodel.parent / Path(recorded).name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _same_file(recorded: str, given: Path, kmodel: Path) -> bool:
+    found = _find_beside(recorded, kmodel)
+    try:
+        return found is not None and Path(given).is_file() and found.samefile(given)
+    except OSError:
+        return False
 
 
 def _check_report_dir(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def compare(model: Path, kmodel: Path, data: Path | None, pairs: Path | None, bi
         # the figures are the point of a failed gate: show them, then fail with the gate's one line
         state.emit(exc.result, render_compare)  # type: ignore[attr-defined]
         click.echo(f"k210tool: error: {exc}", err=True)
-        raise click.exceptions.Exit(exc.exit_code) from None
+        sys.exit(exc.exit_code)  # click's Exit would be swallowed by main()'s standalone_mode=False
     state.emit(result, render_compare)
 
 
