@@ -122,3 +122,16 @@ def test_gzip_tfrecords_are_refused(tmp_path: Path) -> None:
 def test_too_little_data_for_one_batch() -> None:
     with pytest.raises(InputError, match="fewer than one batch"):
         steps_per_epoch(10, 16)
+
+
+def test_a_failed_image_is_replaced_by_the_next_one_in_the_epoch(tmp_path: Path) -> None:
+    # what lets an epoch of N steps finish although an image in it does not decode
+    (tmp_path / "a").mkdir()
+    for j in range(11):
+        (tmp_path / "a" / f"{j:02d}.png").write_bytes(_png(j + 1) if j != 3 else b"broken")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.png").write_bytes(_png(99))
+    index = open_dataset(tmp_path)
+    stats = DecodeStats()
+    values = _values(make_dataset(index, PRE, 5, seed=0, epoch=0, flip=False, stats=stats))
+    assert len(values) == 10 and 0 not in values and stats.failed <= 1  # no stand-in for the broken one
