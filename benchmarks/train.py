@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed training steps per measurement")
     ap.add_argument("--images", type=int, default=768, help="synthetic images for the pipeline")
     args = ap.parse_args()
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset: k210tool turns it off")  # before TF sets it
 
     from k210tool.tfutil import import_tf
     from k210tool.train.data.pack import pack_dataset
@@ -103,7 +104,7 @@ def main() -> None:
         pack_dataset(work / "faces", work / "rec" / "train.rec", "recordio")
         print(f"data: {identities * 24} synthetic {args.size}x{args.size} PNG faces of {identities} identities "
               f"({time.perf_counter() - t0:.1f} s to write), {os.cpu_count()} CPU cores, "
-              f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(k210tool default: 0)')}")
+              f"TF_ENABLE_ONEDNN_OPTS={onednn}")
         print()
         print("input pipeline (decode + Preprocess + flip + normalise + batch), images/s:")
         print(f"  {'source':<26}{'1 thread':>10}{'AUTOTUNE':>10}")
