@@ -197,8 +197,10 @@ def _input_chw(km: Any) -> tuple[int, int, int]:
 
 def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -> bytes:
     """The bytes at ``address`` of the board's flash: ``size`` of them, or - when the firmware works the
-    size out itself from the kmodel's header - the written extent up to the first erased 4 KiB sector
-    (kmodel readers ignore the padding; the size is at most one sector too large)."""
+    size out from the kmodel's header - the kmodel found there: the written extent up to the first erased
+    4 KiB sector, without the erased (0xFF) tail when the kmodel reads completely without it."""
+    from k210tool.compile.kmodel import KmodelError, read_kmodel
+
     flash = ctx.flash
     if size is not None:
         if address < 0 or address + size > flash.size:
@@ -210,7 +212,13 @@ def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -
         end += sector
     if end == address:
         raise OSError(5, "EIO")  # nothing flashed there
-    return flash.read(address, end - address)
+    extent = flash.read(address, end - address)
+    trimmed = extent.rstrip(b"\xff")
+    try:
+        read_kmodel(trimmed)  # a kmodel that really ends in 0xFF bytes does not read without them
+    except KmodelError:
+        return extent
+    return trimmed
 
 
 __all__ = ["ENGINES", "KmodelLoader", "KmodelRejected", "LoadedKmodel", "memory_total", "read_flash_model"]
