@@ -73,7 +73,7 @@ def _build(root: Path) -> None:
 
     ws = Workspace(root)
     write_identity_folders(ws.faces, identities=8, per_identity=4, size=SIZE, first_seed=100)
-    write_verification_bin(ws.bin, first_seed=300, identities=8, pairs=40, size=SIZE)
+    write_verification_bin(ws.bin, first_seed=300, identities=8, pairs=24, size=SIZE)
     k = import_tf_keras()
     for path, size in ((ws.original, SIZE), (ws.other_size, 48)):
         k.utils.set_random_seed(0)
