@@ -24,8 +24,9 @@ from k210tool.cli.common import CliState, board_options, common_options
 @click.option("--summary", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The convert summary [default: KMODEL.json].")
 @click.option("--upload", type=click.Choice(["deploy", "flash", "skip"]), default="deploy", show_default=True,
-              help="How the kmodel reaches the board: its filesystem over the REPL, its flash over ISP, or "
-                   "already there.")
+              help="How the kmodel reaches the board: its filesystem over the REPL (slow for big models: "
+                   "1.5 MB takes minutes), its flash over ISP, or already there (skip: checked by the board's "
+                   "SHA-256; needs --model-at).")
 @click.option("--model-at", default=None, metavar="PATH|ADDR",
               help="Board path (deploy) or flash address (flash) of the kmodel "
                    "[default: INPUTS_DIR/NAME, or the board's kmodel address].")
@@ -60,6 +61,7 @@ def test_board(port: str, kmodel: Path, float_model: Path | None, vectors: int |
     Examples:
       k210tool test-board -p /dev/ttyUSB0 face.kmodel
       k210tool test-board -p /dev/ttyUSB0 face.kmodel --model face.h5 --data faces/ --max-inputs 8
+      k210tool test-board -p /dev/ttyUSB0 face.kmodel --upload skip --model-at 0x300000   # after k210tool flash
       k210tool test-board -p /dev/pts/7 face.kmodel --firmware canmv_v5 --exact   # k210tool emulate
     """
     from k210tool.device.hil import BoardTestOptions, check_gate, run_board_test

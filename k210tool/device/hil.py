@@ -5,10 +5,11 @@ Steps (:func:`run_board_test`):
 1. **Inputs.** ``N`` seeded random images, or the images of a folder prepared with the model's
    ``Preprocess`` (from the convert summary), then turned into what the board will really feed the KPU
    (:func:`k210tool.maixpy.parity.board_inputs`: RGB565 rounding where the firmware's API needs an image).
-2. **Upload.** The kmodel goes to the board's filesystem over the raw REPL (``upload="deploy"``; skipped when
-   the board already holds an identical file, checked by the board's SHA-256) or into its flash over ISP
-   (``"flash"``), or is assumed there (``"skip"``). The inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin``
-   files there are removed first), each verified by the board.
+2. **Upload.** The kmodel goes to the board's filesystem over the raw REPL (``upload="deploy"``; not copied
+   again when the board already holds an identical file) or into its flash over ISP (``"flash"``), or is
+   already there (``"skip"``: the board hashes what it holds at ``model_at``, and a different kmodel is a
+   DeviceError). The inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin`` files there are removed first), each
+   verified by the board (SHA-256 computed on the board).
 3. **Run.** The ``parity`` template, rendered for the board and firmware, runs over the raw REPL; its framed,
    checksummed output is parsed (:func:`k210tool.maixpy.parity.parse_parity`). A board that stops answering
    fails with one :class:`~k210tool.errors.DeviceError` line saying after how many vectors.
@@ -206,6 +207,9 @@ def _location(opts: BoardTestOptions, board: Any) -> Any:
                          "use --upload flash for a flash address")
     if opts.upload == "flash" and loc.address is None:
         raise InputError("--upload flash needs a flash address for --model-at", "e.g. --model-at 0x300000")
+    if opts.upload == "skip" and not opts.model_at:
+        raise InputError("--upload skip needs --model-at: where the board holds the kmodel",
+                         "e.g. --model-at 0x300000 after k210tool flash, or a board path")
     return loc
 
 
@@ -227,33 +231,54 @@ for _n in uos.listdir(%(d)r):
 """
 
 
-def upload_files(transport: Any, files: list[tuple[str, bytes]], inputs_dir: str, model: tuple[str, bytes] | None,
-                 reporter: Reporter) -> list[str]:
-    """Clear old inputs, then write (board path, bytes) pairs, each verified by the board."""
+def _file_sha256(repl: Any, path: str, size: int) -> str | None:
+    """SHA-256 of a board file, computed by the board; None when there is no such file of that size."""
+    from k210tool.device.deploy import board_checksum
+
+    try:
+        algo, n, digest = board_checksum(repl, path, size)
+    except DeviceError:
+        return None
+    return digest if algo == "sha256" and n == size else None
+
+
+def _flash_sha256(transport: Any, address: int, data: bytes) -> str:
+    """SHA-256 of ``len(data)`` bytes of the board's flash at ``address``, computed by the board."""
+    from k210tool.device.isp import readback_digests
+    from k210tool.device.kfpkg import Region
+
+    return str(readback_digests(transport, (Region(address, data, "kmodel", "kmodel"),))[0])
+
+
+def upload_files(transport: Any, files: list[tuple[str, bytes]], inputs_dir: str, model: tuple[Any, bytes],
+                 copy_model: bool, reporter: Reporter) -> list[str]:
+    """Clear old inputs, put the kmodel in place (or check it is there), write the inputs; everything is
+    verified by the board."""
     import hashlib
 
-    from k210tool.device.deploy import board_checksum, write_file
+    from k210tool.device.deploy import write_file
     from k210tool.device.rawrepl import RawRepl
 
     done: list[str] = []
+    loc, data = model
+    held = _flash_sha256(transport, loc.address, data) if loc.address is not None else None
     repl = RawRepl(transport)
     repl.enter(soft_reset=True)
     repl.exec(_CLEAN % {"d": inputs_dir.rstrip("/")}, timeout=30)
-    if model is not None:
-        path, data = model
-        try:
-            algo, size, digest = board_checksum(repl, path, len(data))
-            same = algo == "sha256" and size == len(data) and digest == hashlib.sha256(data).hexdigest()
-        except DeviceError:
-            same = False
-        if same:
-            reporter.info(f"{path} is already on the board (same SHA-256): not copied again")
-        else:
-            write_file(repl, path, data, local=path, reporter=reporter)
-            done.append(path)
+    if loc.address is None:
+        held = _file_sha256(repl, loc.path, len(data))
+    same = held == hashlib.sha256(data).hexdigest()
+    if same:
+        reporter.info(f"the board holds this kmodel at {loc} (same SHA-256)" + (": not copied again" if copy_model else ""))
+    elif copy_model:
+        write_file(repl, loc.path, data, local=loc.path, reporter=reporter)
+        done.append(loc.path)
+    else:
+        raise DeviceError(f"the kmodel on the board at {loc} is not this one (its SHA-256 differs)",
+                          "put it there with --upload flash (flash address) or --upload deploy (board path)")
     with reporter.progress("upload inputs", total=len(files)) as bar:
-        for path, data in files:
-            write_file(repl, path, data, local=path)
+        for path, payload in files:
+            write_file(repl, path, payload, local=path)
             done.append(path)
             bar.advance(1)
     repl.exit()
@@ -407,9 +432,8 @@ def _upload_and_flash(opts: BoardTestOptions, board: Any, loc: Any, data: bytes,
         done.append(f"flash 0x{loc.address:X}")
     folder = opts.inputs_dir.rstrip("/")
     files = [(f"{folder}/{parity.input_file_name(i)}", parity.input_file_bytes(x)) for i, x in enumerate(fed)]
-    model = (loc.path, data) if opts.upload == "deploy" else None
     with reporter.stage("upload"), open_transport(opts.port, opts.baud) as transport:
-        done += upload_files(transport, files, folder, model, reporter)
+        done += upload_files(transport, files, folder, (loc, data), opts.upload == "deploy", reporter)
     return done
 
 

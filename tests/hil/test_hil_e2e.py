@@ -26,41 +26,15 @@ import pytest
 import serial
 
 from k210tool.emulator.maixpy import Hardware, maix_registry
-from k210tool.emulator.maixpy.demo_detector import anchor_for, build_demo_detector
+from k210tool.emulator.maixpy.demo_detector import anchor_for, build_demo_detector, demo_scene
 from k210tool.emulator.maixpy.image import draw_text_pixels
 from k210tool.emulator.maixpy.lcd import read_frames_log
 from k210tool.emulator.server import Emulator
 from k210tool.maixpy.applog import parse_app_log, read_face_db
 from k210tool.maixpy.parity import rgb565_roundtrip
-from k210tool.preprocess import load_image, save_image
-from k210tool.train.data.synthetic import identity_images
+from k210tool.preprocess import load_image
 
-PEOPLE = {"Alice": 100, "Bob": 101, "Zoë": 102}
-STRANGER = 200
-PHOTO_AT = (104, 64)  # a 112x112 photo centred in the 320x240 QVGA frame
-
-
-def _frame(photo: np.ndarray) -> np.ndarray:
-    frame = np.zeros((240, 320, 3), np.uint8)
-    x, y = PHOTO_AT
-    frame[y:y + 112, x:x + 112] = photo
-    return frame
-
-
-def _camera_frames(folder: Path) -> list[str | None]:
-    """Enrolment frames, then probe frames; returns who each probe shows (None: the stranger)."""
-    folder.mkdir()
-    frames = [_frame(identity_images(seed, 1, variation=0.0, image_seed=1)[0]) for seed in PEOPLE.values()]
-    expected: list[str | None] = []
-    for name, seed in PEOPLE.items():
-        for photo in identity_images(seed, 2, variation=0.03, image_seed=2):
-            frames.append(_frame(photo))
-            expected.append(name)
-    frames.append(_frame(identity_images(STRANGER, 1, variation=0.03, image_seed=2)[0]))
-    expected.append(None)
-    for i, f in enumerate(frames):
-        save_image(folder / f"{i:03d}.png", f)
-    return expected
+PEOPLE = ["Alice", "Bob", "Zoë"]  # the demo scene's identities 100, 101, 102, in order
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -101,7 +75,8 @@ def test_enrolled_synthetic_identities_are_recognised_by_the_generated_app(tmp_p
          "-o", str(tmp_path / "enroll.py"))
     _cli("script", "face_recognition", *common, "--threshold", "0.35", "--frames", "7", "-o", str(tmp_path / "main.py"))
 
-    expected = _camera_frames(tmp_path / "camera")
+    seeds = demo_scene(tmp_path / "camera", people=3, probes=2)  # 3 to enrol, 6 probes, 1 stranger
+    expected = [PEOPLE[s - 100] if s is not None else None for s in seeds[3:]]
     hw = Hardware(camera=tmp_path / "camera", camera_end="stop", lcd_out=tmp_path / "lcd")
     with Emulator("maix_dock", fs_root=tmp_path / "board", modules=maix_registry(hw)) as emu:
         env = emu.client_env()
@@ -120,7 +95,7 @@ def test_enrolled_synthetic_identities_are_recognised_by_the_generated_app(tmp_p
         faces = [e for e in events if e.kind == "face"]
         assert [e.name for e in faces] == expected, log
         assert all(float(e.fields["score"]) >= 0.35 for e in faces if e.name)
-        assert all(e.fields["box"] == "104,63,112,112" for e in faces)  # the detector's box around the photo
+        assert all(e.fields["box"] == "104,63,112,112" for e in faces)  # the detector's box around the photo (104,64)
 
         # 6. the LCD: the recognition frames carry the name and score, drawn in green at the box
         shown = read_frames_log(tmp_path / "lcd")[3:]
@@ -134,10 +109,11 @@ def test_enrolled_synthetic_identities_are_recognised_by_the_generated_app(tmp_p
             colour = (0, 255, 0) if event.name else tuple(rgb565_roundtrip(np.array([[255, 64, 64]], np.uint8))[0])
             assert tuple(text["color"]) == colour and (png[mask] == colour).all()
 
-        # 7. test-board on the same board, with the float model: exact against the simulator
+        # 7. test-board on the kmodel the board holds in flash, with the float model: exact against the simulator
         from k210tool.device.hil import BoardTestOptions, run_board_test
 
         res = run_board_test(BoardTestOptions(port=emu.port, kmodel=face, float_model=demo.model, data=demo.faces,
-                                              max_inputs=2, exact=True, float_min_cosine=0.5))
+                                              max_inputs=2, exact=True, float_min_cosine=0.5, upload="skip",
+                                              model_at="0x300000"))
         assert res.passed and res.identical == 2
         assert all(v.float_cosine is not None and 0.5 <= v.float_cosine < 1.0 for v in res.vectors)

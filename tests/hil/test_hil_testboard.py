@@ -54,6 +54,18 @@ def test_images_of_a_folder_and_the_flash_upload(board, models, tmp_path):
     assert emu.flash.read(0x310000, 8) == models.path("face", 4).read_bytes()[:8]
 
 
+def test_skip_runs_the_kmodel_the_board_holds_only_when_it_is_this_one(board, models):
+    emu, _hw = board("canmv")
+    kmodel = models.path("face", 4)
+    emu.flash.write(0x300000, kmodel.read_bytes())
+    opts = BoardTestOptions(port=emu.port, kmodel=kmodel, vectors=1, exact=True, upload="skip", model_at="0x300000")
+    res = run_board_test(opts)
+    assert res.passed and res.uploaded == ["/sd/k210tool_parity/0000.bin"]
+    emu.flash.write(0x300000 + 100, bytes([kmodel.read_bytes()[100] ^ 1]))  # one bit differs
+    with pytest.raises(DeviceError, match="the kmodel on the board at flash 0x300000 is not this one"):
+        run_board_test(opts)
+
+
 def test_cli_against_k210tool_emulate(models):
     kmodel = models.path("face", 5)
     with emulator_process("maix_dock", "--firmware", "canmv_v5") as emu:

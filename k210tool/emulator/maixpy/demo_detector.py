@@ -19,7 +19,8 @@ frame gives one box, around the photo. The network's input and output
 are the K210's: uint8 NCHW in, float32 ``(1, 6, rows, cols)`` out (channel-major, as the firmware's region
 layer reads it).
 
-    python -m k210tool.emulator.maixpy.demo_detector det.kmodel [--kmodel-version 4]
+    python -m k210tool.emulator.maixpy.demo_detector det.kmodel [--kmodel-version 4] \\
+        [--frames-from PHOTO_OR_FOLDER... --frames-to CAMERA_FOLDER] [--demo-scene CAMERA_FOLDER --people N]
 """
 
 from __future__ import annotations
@@ -98,6 +99,57 @@ def calibration_frames(size: tuple[int, int] = DEFAULT_SIZE, count: int = 8, see
     return frames
 
 
+def photo_frame(photo: np.ndarray, frame: tuple[int, int] = (320, 240), side: int = 112) -> np.ndarray:
+    """A camera frame (``frame`` = w, h) showing ``photo`` resized to ``side`` pixels, centred on black."""
+    import cv2
+
+    w, h = frame
+    out = np.zeros((h, w, 3), np.uint8)
+    x, y = (w - side) // 2, (h - side) // 2
+    out[y:y + side, x:x + side] = cv2.resize(np.asarray(photo, np.uint8)[..., :3], (side, side),
+                                               interpolation=cv2.INTER_AREA)
+    return out
+
+
+def compose_frames(photos: list[Path], out_dir: Path | str, frame: tuple[int, int] = (320, 240)) -> list[Path]:
+    """Write ``out_dir/000.png``... : one camera frame per photo (see :func:`photo_frame`), in order."""
+    from k210tool.preprocess import load_image, save_image
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, photo in enumerate(photos):
+        path = out / f"{i:03d}.png"
+        save_image(path, photo_frame(load_image(photo), frame))
+        written.append(path)
+    return written
+
+
+ENROL_VARIATION = 0.0  # neutral renders to enrol
+PROBE_VARIATION = 0.03  # small pose/light/noise changes: what the untrained demo MobileFaceNet still matches
+STRANGER_SEED = 200
+
+
+def demo_scene(out_dir: Path | str, people: int = 3, probes: int = 2, first_seed: int = 100) -> list[int | None]:
+    """Camera frames for the enroll + face_recognition demo, written as ``out_dir/000.png``...: one neutral
+    photo of each of ``people`` synthetic identities (seeds ``first_seed``...; enrol on these), then
+    ``probes`` slightly different photos of each, then one of an identity nobody enrolled. Returns the
+    identity seed each frame shows (None for the stranger)."""
+    from k210tool.preprocess import save_image
+    from k210tool.train.data.synthetic import identity_images
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(first_seed, first_seed + people))
+    shots = [(s, identity_images(s, 1, variation=ENROL_VARIATION, image_seed=1)[0]) for s in seeds]
+    for s in seeds:
+        shots += [(s, p) for p in identity_images(s, probes, variation=PROBE_VARIATION, image_seed=2)]
+    shots.append((None, identity_images(STRANGER_SEED, 1, variation=PROBE_VARIATION, image_seed=2)[0]))
+    for i, (_seed, photo) in enumerate(shots):
+        save_image(out / f"{i:03d}.png", photo_frame(photo))
+    return [seed for seed, _photo in shots]
+
+
 def build_demo_detector(out: Path | str, kmodel_version: int = 5, size: tuple[int, int] = DEFAULT_SIZE,
                         reporter: Reporter | None = None) -> Path:
     """Compile the detector and write ``out`` (kmodel v5, or v4 transcoded) and ``out.json`` beside it."""
@@ -130,18 +182,44 @@ def build_demo_detector(out: Path | str, kmodel_version: int = 5, size: tuple[in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m k210tool.emulator.maixpy.demo_detector",
-                                     description="Write the virtual board's demo detector kmodel (not a face detector).")
+    parser = argparse.ArgumentParser(
+        prog="python -m k210tool.emulator.maixpy.demo_detector",
+        description="Write the virtual board's demo detector kmodel (not a face detector) and, optionally, "
+                    "camera frames that show photos the way it finds them (centred on black).")
     parser.add_argument("out", type=Path, help="output .kmodel (its summary goes to OUT.json)")
     parser.add_argument("--kmodel-version", type=int, choices=(4, 5), default=5)
+    parser.add_argument("--frames-from", type=Path, nargs="+", default=[],
+                        help="photos (files or folders, in order) to turn into camera frames")
+    parser.add_argument("--frames-to", type=Path, default=None, help="folder for the camera frames")
+    parser.add_argument("--demo-scene", type=Path, default=None, metavar="FOLDER",
+                        help="write the demo's camera frames there: PEOPLE synthetic identities to enrol, two "
+                             "probes of each, one stranger")
+    parser.add_argument("--people", type=int, default=3, help="identities in --demo-scene")
     args = parser.parse_args(argv)
     try:
         path = build_demo_detector(args.out, args.kmodel_version)
+        frames = []
+        if args.frames_from:
+            if args.frames_to is None:
+                raise InputError("--frames-from needs --frames-to FOLDER")
+            frames = compose_frames(_photos(args.frames_from), args.frames_to)
+        if args.demo_scene is not None:
+            frames = demo_scene(args.demo_scene, args.people)
     except K210ToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(json.dumps({"kmodel": str(path), "summary": str(path) + ".json"}))
+    print(json.dumps({"kmodel": str(path), "summary": str(path) + ".json",
+                      "anchors": [round(a, 4) for a in anchor_for((112, 112), (320, 240))], "frames": len(frames)}))
     return 0
+
+
+def _photos(items: list[Path]) -> list[Path]:
+    from k210tool.preprocess import find_images
+
+    photos: list[Path] = []
+    for item in items:
+        photos += find_images(item) if item.is_dir() else [item]
+    return photos
 
 
 if __name__ == "__main__":
