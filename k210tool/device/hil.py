@@ -156,7 +156,7 @@ def make_inputs(pre: Any, vectors: int | None, data: Path | None, max_inputs: in
         if len(paths) > max_inputs:
             reporter.warn(f"{data} has {len(paths)} images: using the first {max_inputs} (--max-inputs)")
             paths = paths[:max_inputs]
-        return [p.name for p in paths], np.stack([pre.prepare(load_image(p)) for p in paths])
+        return [str(p.relative_to(data)) for p in paths], np.stack([pre.prepare(load_image(p)) for p in paths])
     n = vectors or DEFAULT_VECTORS
     rng = np.random.default_rng(seed)
     batch = rng.integers(0, 256, size=(n, pre.height, pre.width, pre.channels), dtype=np.uint8)
