@@ -61,7 +61,7 @@ def test_mutated_samples(samples, version):
 
 
 def test_mutated_nncase19_output(compiled):
-    data = compiled.kmodel("tiny_dense")  # small, and it has stackvm bytecode, k210 ops and a softmax
+    data = compiled.kmodel("tiny_softmax")  # small; stackvm bytecode, k210 ops and a softmax
 
     @FUZZ
     @given(mutations(len(data)))

@@ -235,15 +235,33 @@ class _Transcoder:
                                  _HINTS.get(op.name, _DEFAULT_HINT))
         handler(a, resolve)
 
-    def _contiguous(self, rng: MemoryRange, shape: Any, strides: Any, what: str) -> MemoryRange:
+    def _out(self, rng: MemoryRange, shape: Any, strides: Any, resolve: Any) -> MemoryRange:
         if not _is_dense(tuple(shape), tuple(strides)):
-            raise TranscodeError(f"{self.where_now}: its {what} is a strided view {list(strides)}, which v4 ops "
-                                 "cannot read", _DEFAULT_HINT)
-        return rng
+            raise TranscodeError(f"{self.where_now}: it writes a strided view {list(strides)}, which v4 ops "
+                                 "cannot do", _DEFAULT_HINT)
+        return resolve(rng)
+
+    def _in(self, rng: MemoryRange, shape: Any, strides: Any, resolve: Any) -> MemoryRange:
+        """The input as a dense v4 buffer: a strided view is first gathered into scratch main memory."""
+        shape, strides = tuple(int(d) for d in shape), tuple(int(s) for s in strides)
+        if _is_dense(shape, strides):
+            return resolve(rng)
+        parent = _parent_shape(shape, strides)
+        if parent is None or len(shape) > 4:
+            raise TranscodeError(f"{self.where_now}: it reads a strided view {list(strides)} that v4 cannot "
+                                 "gather", _DEFAULT_HINT)
+        src = resolve(rng)
+        item = 4 if src.datatype == 0 else 1
+        scratch = MemoryRange(V4_MAIN, src.datatype, self.main_size, int(np.prod(shape)) * item)
+        self.main_size = _align(self.main_size + scratch.size, 8)
+        lead = 4 - len(shape)
+        whole = MemoryRange(src.location, src.datatype, src.start, int(np.prod(parent)) * item)
+        self._strided_slice(whole, scratch, (1,) * lead + parent, (0,) * 4, (1,) * lead + shape, (1,) * 4)
+        return scratch
 
     def _op_dequantize(self, a: dict, resolve: Any) -> None:
-        src = resolve(self._contiguous(a["input"], a["shape"], a["in_strides"], "input"))
-        dst = resolve(self._contiguous(a["output"], a["shape"], a["out_strides"], "output"))
+        src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
+        dst = self._out(a["output"], a["shape"], a["out_strides"], resolve)
         exact = _dequant_param(a["scale"], a["bias"])
         if exact is not None:
             zp, param = exact
@@ -267,8 +285,8 @@ class _Transcoder:
         return MemoryRange(V4_CONST, 0, start, 4)
 
     def _op_quantize(self, a: dict, resolve: Any) -> None:
-        src = resolve(self._contiguous(a["input"], a["shape"], a["in_strides"], "input"))
-        dst = resolve(self._contiguous(a["output"], a["shape"], a["out_strides"], "output"))
+        src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
+        dst = self._out(a["output"], a["shape"], a["out_strides"], resolve)
         bias = float(a["bias"])
         if bias != math.floor(bias) or not -(2**31) <= bias < 2**31:
             raise TranscodeError(f"{self.where_now}: zero point {bias} is not an integer", _DEFAULT_HINT)
@@ -288,7 +306,8 @@ class _Transcoder:
         for key, shape_key, stride_key in (("input_a", "in_a_shape", "in_a_strides"),
                                            ("input_b", "in_b_shape", "in_b_strides"),
                                            ("output", "out_shape", "out_strides")):
-            args[key] = resolve(self._contiguous(a[key], a[shape_key], a[stride_key], key))
+            reader = self._out if key == "output" else self._in
+            args[key] = reader(a[key], a[shape_key], a[stride_key], resolve)
         shapes = [_shape4(a[k]) for k in ("in_a_shape", "in_b_shape", "out_shape")]
         for s in shapes[:2]:
             if any(d not in (o, 1) for d, o in zip(s, shapes[2], strict=True)):
@@ -301,7 +320,7 @@ class _Transcoder:
     def _op_conv2d(self, a: dict, resolve: Any) -> None:
         n, c, h, w = _shape4(a["in_shape"])
         oc, icg, kh, kw = a["w_shape"]
-        src = resolve(self._contiguous(a["input"], a["in_shape"], a["in_strides"], "input"))
+        src = self._in(a["input"], a["in_shape"], a["in_strides"], resolve)
         wr, br = a["weights"], a["bias"]
         if wr.location != V5_RDATA or br.location != V5_RDATA:
             raise TranscodeError(f"{self.where_now}: weights that are not constants", _DEFAULT_HINT)
@@ -313,7 +332,7 @@ class _Transcoder:
         out = a["output"]
         oh = (h + pt + pb - ((kh - 1) * a["dilation_h"] + 1) + a["stride_h"]) // a["stride_h"]
         ow = (w + pl + pr - ((kw - 1) * a["dilation_w"] + 1) + a["stride_w"]) // a["stride_w"]
-        dst = resolve(self._contiguous(out, (n, oc, oh, ow), a["out_strides"], "output"))
+        dst = self._out(out, (n, oc, oh, ow), a["out_strides"], resolve)
         self._emit(OPCODES["conv2d"], Op("conv2d", {
             "input": src, "output": dst, "in_shape": (n, c, h, w), "groups": a["groups"], "out_channels": oc,
             "padding_h": (pt, pb), "padding_w": (pl, pr), "filter_h": kh, "filter_w": kw,
@@ -328,8 +347,8 @@ class _Transcoder:
         shape = _shape4(a["shape"])
         pads = [(0, 0)] * (4 - len(a["paddings"])) + [(p[0], p[1]) for p in a["paddings"]]
         out_shape = tuple(d + b + e for d, (b, e) in zip(shape, pads, strict=True))
-        src = resolve(self._contiguous(a["input"], a["shape"], a["in_strides"], "input"))
-        dst = resolve(self._contiguous(a["output"], out_shape[4 - len(a["shape"]):], a["out_strides"], "output"))
+        src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
+        dst = self._out(a["output"], out_shape[4 - len(a["shape"]):], a["out_strides"], resolve)
         value = a["pad_value"]
         storage = struct.pack("<f", float(value)) if src.datatype == 0 else bytes([int(value) & 0xFF, 0, 0, 0])
         self._emit(OPCODES["pad"], Op("pad", {"input": src, "output": dst, "in_shape": shape, "paddings": tuple(pads),
@@ -344,8 +363,8 @@ class _Transcoder:
         end = (1,) * lead + tuple(min(_i32(e), d) for e, d in zip(a["ends"], a["shape"], strict=True))
         strides = (1,) * lead + tuple(_i32(s) for s in a["strides"])
         out_shape = tuple(max(0, (e - b + s - 1) // s) for b, e, s in zip(begin, end, strides, strict=True))
-        src = resolve(self._contiguous(a["input"], a["shape"], a["in_strides"], "input"))
-        dst = resolve(self._contiguous(a["output"], out_shape[lead:], a["out_strides"], "output"))
+        src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
+        dst = self._out(a["output"], out_shape[lead:], a["out_strides"], resolve)
         self._strided_slice(src, dst, _shape4(a["shape"]), begin, end, strides)
 
     def _strided_slice(self, src: MemoryRange, dst: MemoryRange, shape: tuple, begin: tuple, end: tuple,
@@ -362,14 +381,14 @@ class _Transcoder:
         perm = tuple(range(lead)) + tuple(p + lead for p in a["perm"])
         shape = _shape4(a["shape"])
         out_shape = tuple(shape[p] for p in perm)
-        src = resolve(self._contiguous(a["input"], a["shape"], a["in_strides"], "input"))
-        dst = resolve(self._contiguous(a["output"], out_shape[lead:], a["out_strides"], "output"))
+        src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
+        dst = self._out(a["output"], out_shape[lead:], a["out_strides"], resolve)
         self._emit(OPCODES["transpose"], Op("transpose", {"input": src, "output": dst, "in_shape": shape,
                                                             "perm": perm}))
 
     def _op_lut1d(self, a: dict, resolve: Any) -> None:
-        src = resolve(self._contiguous(a["input"], a["shape"], a["in_strides"], "input"))
-        dst = resolve(self._contiguous(a["output"], a["shape"], a["out_strides"], "output"))
+        src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
+        dst = self._out(a["output"], a["shape"], a["out_strides"], resolve)
         table = resolve(a["table"])
         if src.datatype != 1 or table.location != V4_CONST or table.size != 256:
             raise TranscodeError(f"{self.where_now}: only uint8 lookup tables of 256 constants exist in v4")
@@ -383,7 +402,7 @@ class _Transcoder:
         shape = tuple(int(d) for d in shape)
         if len(shape) > 4:
             raise TranscodeError(f"{self.where_now}: copy of rank {len(shape)}", _DEFAULT_HINT)
-        dst = resolve(self._contiguous(dst_rng, shape, out_strides, "output"))
+        dst = self._out(dst_rng, shape, out_strides, resolve)
         parent = _parent_shape(shape, tuple(int(s) for s in in_strides))
         if parent is None:
             raise TranscodeError(f"{self.where_now}: strided copy {list(in_strides)} that is not a slice of a "

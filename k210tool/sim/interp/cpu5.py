@@ -15,14 +15,15 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import MemoryRange, Op
+from k210tool.errors import InputError
 from k210tool.sim.interp.memory import v5_dtype
 
 Step = Callable[[Any], None]
 F32 = np.float32
 
 
-class UnsupportedOp(Exception):
-    """An op (or an op setting) the interpreter does not implement."""
+class UnsupportedOp(InputError):
+    """An op (or an op setting) the interpreter does not implement (use nncase's Simulator for that model)."""
 
 
 def _t(mem: Any, rng: MemoryRange, shape: Any, strides: Any, dtype: np.dtype | None = None) -> np.ndarray:

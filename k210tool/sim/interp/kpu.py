@@ -28,6 +28,7 @@ import numpy as np
 from k210tool.compile.kmodel.kpu import POOL_GEOMETRY
 from k210tool.compile.kmodel.layout import row_layout
 from k210tool.compile.kmodel.model import KpuConv
+from k210tool.errors import InputError
 from k210tool.sim.interp.actfast import ActTable, FastAct, banker_shift, bn_act_exact, build_fast
 
 _F32_K = 1024  # K * 128*128 <= 2**24: a centred float32 product sum is exact
@@ -39,7 +40,7 @@ _SELECT = {5: (0, 0), 6: (0, 1), 7: (0, 0)}  # pool type -> (dy, dx) of the sele
 __all__ = ["KpuLayerRunner", "KpuModelError", "KpuRam", "banker_shift", "download", "pool", "upload"]
 
 
-class KpuModelError(Exception):
+class KpuModelError(InputError):
     """A KPU layer this functional model cannot run (a hardware setting nncase never emits)."""
 
 
