@@ -43,6 +43,8 @@ def write_plots(out: Path, result: Any, arrays: Any) -> dict[str, Path]:
     if arrays.scores and arrays.issame is not None:
         thresholds = {name: v.best_threshold for name, v in result.verification.items()}
         plots["scores"] = plot_score_distributions(arrays.scores, arrays.issame, thresholds, out / SCORES_PNG)
+    for name in {ROC_PNG, COSINE_PNG, SCORES_PNG} - {p.name for p in plots.values()}:
+        (out / name).unlink(missing_ok=True)  # a plot of an earlier run would pass for this one's
     return plots
 
 

@@ -131,6 +131,8 @@ def run_kmodel(info: KmodelInfo, images: np.ndarray, engine: str = "auto", worke
         outputs = [np.concatenate([h, r]) for h, r in zip(head, run.outputs, strict=True)]
     else:
         outputs = run.outputs
+    # batch first whatever the engine does with the kmodel's batch-less output shapes (v4 stores (128,))
+    outputs = [o if o.ndim > 1 and o.shape[0] == len(images) else o.reshape(len(images), -1) for o in outputs]
     return KmodelRun(outputs, name, note, run.workers if run is not None else 1, time.perf_counter() - begin)
 
 
