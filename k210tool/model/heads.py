@@ -80,17 +80,39 @@ def _named_ref(g: Graph, name: str) -> Ref:
     raise ModelError(f"no layer named {name!r} in the model", hint)
 
 
+HEAD_CLASSES = {"Softmax", "Activation", "Dense", "Dropout", "Lambda"}
+
+
 def _tainted(g: Graph, image: str, unknown: set[str]) -> set[str]:
-    """Layers that depend on a non-image input or are (or follow) an unknown class."""
+    """Head layers: those depending on a non-image input (the label), plus unknown-class layers at the end
+    of the graph (nothing but classifier-like layers after them). An unknown class with feature layers after
+    it is part of the backbone, and is left for the builder to report."""
     tainted: set[str] = set()
     for node in g:  # topological order
         if node.is_input:
             if node.name != image:
                 tainted.add(node.name)
             continue
-        if node.class_name in unknown or any(r.layer in tainted for r in node.inputs):
+        if any(r.layer in tainted for r in node.inputs):
             tainted.add(node.name)
+    for node in g:
+        if node.class_name in unknown and node.name not in tainted:
+            after = _descendants(g, node.name)
+            if all(g.nodes[d].class_name in HEAD_CLASSES | unknown for d in after):
+                tainted |= {node.name} | after
     return tainted
+
+
+def _descendants(g: Graph, name: str) -> set[str]:
+    found: set[str] = set()
+    frontier = [name]
+    while frontier:
+        current = frontier.pop()
+        for c in g.consumers(current):
+            if c.name not in found:
+                found.add(c.name)
+                frontier.append(c.name)
+    return found
 
 
 def _boundary(g: Graph, tainted: set[str]) -> Ref:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.model.graph import Graph, Node, Ref
-from k210tool.model.rules import CONV_CLASSES, DROPOUT_CLASSES, _pair, _padding_pairs, tf_same_pads
+from k210tool.model.rules import CONV_CLASSES, DROPOUT_CLASSES, _padding_pairs, _pair, tf_same_pads
 
 KPU_ACTIVATIONS = {"relu", "relu6", "linear", None, "leaky_relu"}
 FUSABLE_ACT_CLASSES = {"ReLU", "LeakyReLU"}
@@ -83,6 +83,9 @@ def _kpu_conv_reason(g: Graph, node: Node) -> str | None:
     channels = _out_channels(g, node)
     if channels and channels > 1024:
         return f"{channels} output channels (the KPU takes at most 1024)"
+    in_shape = g.full_shape(node.inputs[0]) if node.inputs else None
+    if in_shape and in_shape[-1] is not None and int(in_shape[-1]) > 1024:
+        return f"{in_shape[-1]} input channels (the KPU takes at most 1024)"
     if node.get("activation") not in KPU_ACTIVATIONS:
         return f"activation {node.get('activation')} (the KPU has piecewise-linear activations only)"
     return None
@@ -100,6 +103,11 @@ def _same_stride2_problem(g: Graph, node: Node) -> str | None:
         return None
     return (f"TensorFlow 'same' padding on a stride-2 conv pads {pads[0]} at {hw[0]}x{hw[1]}: "
             "CPU Pad + Slice around the KPU conv")
+
+
+def _symmetric(node: Node) -> bool:
+    (t, b), (le, r) = _padding_pairs(node.config)
+    return t == b and le == r
 
 
 def _out_channels(g: Graph, node: Node) -> int | None:
@@ -131,6 +139,9 @@ def predict(g: Graph) -> tuple[list[LayerPlacement], Counter[str]]:
     places: dict[str, LayerPlacement] = {}
     cpu_ops: Counter[str] = Counter()
     on_kpu: set[str] = set()  # layers whose output lives in KPU memory
+    uploaded: set[str] = set()  # CPU tensors already uploaded (several KPU convs can read one upload)
+    continued: set[str] = set()  # KPU tensors already read in place by one conv
+    by_kpu: set[str] = set()  # layers the KPU computes (their result may still come back through the CPU)
     for node in g:
         shape = list(g.full_shape(Ref(node.name, 0)) or [])
         p = LayerPlacement(node.name, node.class_name, "CPU", "", shape, _params(node), _macs(g, node))
@@ -147,36 +158,63 @@ def predict(g: Graph) -> tuple[list[LayerPlacement], Counter[str]]:
             pad_problem = _same_stride2_problem(g, node)
             if why is None:
                 p.placement = "KPU"
+                asym = producer is not None and producer.class_name == "ZeroPadding2D" and not _symmetric(producer)
+                source = node.inputs[0]
+                if producer is not None and producer.class_name == "ZeroPadding2D" and producer.inputs:
+                    # the padding is folded into the conv: what the KPU reads is the pad's input
+                    source = producer.inputs[0]
+                    producer = g.nodes[source.layer]
+                    if asym:
+                        pad_problem = "asymmetric padding: a stride-1 KPU conv, then a CPU slice"
                 p.reason = "conv" + (f"; {pad_problem}" if pad_problem else "")
-                hw = g.shape_of(node.inputs[0])
+                hw = g.shape_of(source)
                 tiny = hw is not None and min(hw) < 4
                 if tiny:
                     p.reason += f"; input {hw[0]}x{hw[1]} is padded to 4x4 on the CPU first (KPU minimum)"
-                if pad_problem or tiny:
+                if pad_problem:
+                    cpu_ops["Slice"] += 1
+                if tiny:
                     cpu_ops["Pad"] += 1
-                p.upload = producer is None or producer.name not in on_kpu or bool(pad_problem) or tiny
-                on_kpu.add(node.name)
+                from_cpu = producer is None or producer.name not in on_kpu
+                key = producer.name if producer is not None else ""
+                if from_cpu:
+                    fresh = key not in uploaded
+                else:  # a KPU result feeds the first conv that reads it; nncase re-uploads it for the others
+                    fresh = key in continued
+                    continued.add(key)
+                p.upload = tiny or fresh
+                if from_cpu:
+                    uploaded.add(key)
+                by_kpu.add(node.name)
+                if not pad_problem:  # with a pad problem the result comes back through the CPU
+                    on_kpu.add(node.name)
             else:
                 p.reason = why
                 cpu_ops["Conv2D"] += 1
         elif cls == "Dense":
-            p.placement, p.reason = "KPU", "lowered to a 1x1 conv on a 4x4-padded input"
-            cpu_ops["Pad"] += 1
-            p.upload = True
-            on_kpu.add(node.name)
+            in_shape = g.full_shape(node.inputs[0]) or (None,)
+            widest = max(int(node.get("units", 0)), int(in_shape[-1] or 0))
+            if widest > 1024:
+                p.reason = f"{widest} features (the KPU takes at most 1024 channels): CPU matrix multiply"
+                cpu_ops["MatMul"] += 1
+            else:
+                p.placement, p.reason = "KPU", "lowered to a 1x1 conv on a 4x4-padded input"
+                cpu_ops["Pad"] += 1
+                p.upload = True
+                on_kpu.add(node.name)
+                by_kpu.add(node.name)
         elif cls == "BatchNormalization":
             if producer is not None and producer.class_name in CONV_CLASSES + ("Dense",):
                 p.placement, p.fused_into = "fused", producer.name
-                p.reason = "folded into the conv's batch-norm table" if producer.name in on_kpu else "folded into the CPU conv"
-                if producer.name in on_kpu:
-                    on_kpu.add(node.name)
+                p.reason = "folded into the conv's batch-norm table" if producer.name in by_kpu else "folded into the CPU conv"
+                _follow(node.name, producer.name, on_kpu, by_kpu)
             else:
                 p.reason = "batch-norm not right after a conv: CPU multiply-add"
                 cpu_ops["Binary"] += 2
         elif cls in FUSABLE_ACT_CLASSES or (cls == "Activation" and node.get("activation") in ("relu", "relu6")):
-            if producer is not None and producer.name in on_kpu:
+            if producer is not None and producer.name in by_kpu:
                 p.placement, p.reason, p.fused_into = "fused", "KPU activation table", _fused_root(places, producer)
-                on_kpu.add(node.name)
+                _follow(node.name, producer.name, on_kpu, by_kpu)
             else:
                 p.reason = "activation after a CPU op"
                 cpu_ops["Clamp" if cls == "ReLU" else "Unary"] += 1
@@ -189,28 +227,34 @@ def predict(g: Graph) -> tuple[list[LayerPlacement], Counter[str]]:
             cpu_ops["Binary"] += 1
             cpu_ops["TableLookup1D"] += 1  # its result goes back through the CPU: the next conv uploads again
         elif cls == "ZeroPadding2D":
-            (t, b), (le, r) = _padding_pairs(node.config)
             users = g.consumers(node.name)
-            if t == b and le == r and users and all(u.class_name in CONV_CLASSES and _kpu_conv_reason(g, u) is None
-                                                    for u in users):
-                p.placement, p.reason = "fused", "symmetric padding folded into the KPU conv"
+            if users and all(u.class_name in CONV_CLASSES and _kpu_conv_reason(g, u) is None for u in users):
+                p.placement = "fused"
+                p.reason = ("symmetric padding folded into the KPU conv" if _symmetric(node) else
+                            "asymmetric padding: the conv runs at stride 1 on the KPU and is sliced on the CPU")
                 if producer is not None and producer.name in on_kpu:
                     on_kpu.add(node.name)
             else:
-                p.reason = "asymmetric padding: CPU Pad"
+                p.reason = "padding without a KPU conv after it: CPU Pad"
                 cpu_ops["Pad"] += 1
         elif cls == "Add":
-            p.placement, p.reason = "KPU", "lowered to a conv over the concatenated inputs (CPU concat + upload)"
-            p.upload = True
-            on_kpu.add(node.name)
+            hw = g.shape_of(Ref(node.name, 0))
+            if hw is not None and min(hw) < 4:
+                p.reason = f"{hw[0]}x{hw[1]} add (below the KPU's 4x4 minimum): a conv on the CPU"
+                cpu_ops["Conv2D"] += 1
+            else:
+                p.placement, p.reason = "KPU", "lowered to a conv over the concatenated inputs (CPU concat + upload)"
+                p.upload = True
+                on_kpu.add(node.name)
+                by_kpu.add(node.name)
         elif cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
             p.reason = "global pooling: CPU Reduce"
             cpu_ops["Reduce"] += 1
         elif cls in ("MaxPooling2D", "AveragePooling2D"):
             pool, stride = _pair(node.get("pool_size", 2)), _pair(node.get("strides") or node.get("pool_size", 2))
-            if producer is not None and producer.name in on_kpu and pool == stride and pool[0] in (2, 4):
+            if producer is not None and producer.name in by_kpu and pool == stride and pool[0] in (2, 4):
                 p.placement, p.reason, p.fused_into = "fused", f"KPU {pool[0]}x{pool[1]} pooling", producer.name
-                on_kpu.add(node.name)
+                _follow(node.name, producer.name, on_kpu, by_kpu)
             else:
                 p.reason = f"pooling {pool[0]}x{pool[1]} stride {stride[0]} (the KPU pools 2x2/4x4 after a conv)"
                 cpu_ops["ReduceWindow2D"] += 1
@@ -219,6 +263,13 @@ def predict(g: Graph) -> tuple[list[LayerPlacement], Counter[str]]:
             cpu_ops[cls] += 1
         places[node.name] = p
     return list(places.values()), cpu_ops
+
+
+def _follow(name: str, producer: str, on_kpu: set[str], by_kpu: set[str]) -> None:
+    """A fused layer computes where its producer does, and its result lands where the producer's does."""
+    by_kpu.add(name)
+    if producer in on_kpu:
+        on_kpu.add(name)
 
 
 def _fused_root(places: dict[str, LayerPlacement], producer: Node) -> str:

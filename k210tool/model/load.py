@@ -218,10 +218,15 @@ def _stub_layer(keras: Any, name: str) -> type:
 
         def call(self, *args: Any, **kwargs: Any) -> Any:
             first = args[0]
-            return first[0] if isinstance(first, (list, tuple)) else first
+            while isinstance(first, (list, tuple)):
+                first = first[0]
+            return first
 
-        def compute_output_shape(self, input_shape: Any) -> Any:
-            return input_shape[0] if isinstance(input_shape, list) else input_shape
+        def compute_output_spec(self, *args: Any, **kwargs: Any) -> Any:
+            first = args[0]
+            while isinstance(first, (list, tuple)):
+                first = first[0]
+            return keras.KerasTensor(first.shape, dtype=first.dtype)
 
         def load_own_variables(self, store: Any) -> None:
             self._stub_weights = [np.array(store[k]) for k in sorted(store.keys(), key=str)]

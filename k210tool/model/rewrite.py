@@ -135,8 +135,8 @@ def _next_steps(report: RewriteReport) -> list[str]:
     steps = ["some changes are approximations (see 'exact'); measure the cost on faces with "
              "`k210tool compare ORIGINAL.h5 MODEL.kmodel --original ORIGINAL.h5 --data FACES`"]
     if report.cosine is not None and report.cosine < 0.99:
-        steps.append("the float embedding moved (cosine %.4f): recover it with `k210tool distill --teacher "
-                     "ORIGINAL.h5 --student REWRITTEN.h5 --data FACES`" % report.cosine)
+        steps.append(f"the float embedding moved (cosine {report.cosine:.4f}): recover it with `k210tool distill --teacher "
+                     "ORIGINAL.h5 --student REWRITTEN.h5 --data FACES`")
     else:
         steps.append("if verification accuracy drops, fine-tune with `k210tool distill --teacher ORIGINAL.h5 "
                      "--student REWRITTEN.h5 --data FACES`")

@@ -1,0 +1,37 @@
+"""Test helpers: run the real CLI entry point in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliRun:
+    from k210tool.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return CliRun(code, captured.out, captured.err)
+
+
+def assert_one_line_error(run: CliRun, *needles: str, code: int = 2) -> None:
+    assert run.code == code, (run.code, run.err)
+    lines = [ln for ln in run.err.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("k210tool: error:")]
+    assert len(errors) == 1, run.err
+    assert "Traceback" not in run.err
+    for n in needles:
+        assert n.lower() in errors[0].lower(), (n, errors[0])
