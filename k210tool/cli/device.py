@@ -28,6 +28,11 @@ def ports(state: CliState) -> None:
     A CH340 (1a86:7523) is a Dock, Bit or KD233; an FT2232/CH552 (0403:6010) is a Go, Maixduino,
     Amigo or Cube - those show two ports and the K210 is on the second one.
     The emulator's pseudo-terminal is not a USB device and is not listed.
+
+    \b
+    Example:
+      k210tool ports
+      k210tool ports --json
     """
     from k210tool.device.ports import list_ports
 
@@ -238,7 +243,12 @@ def repl(port: str, baud: int, linger: float) -> None:
     """Open an interactive terminal on the board's MicroPython REPL (Ctrl-] leaves).
 
     Ctrl-C interrupts the running program, Ctrl-D soft-resets the board. With piped stdin the input is
-    sent and the answer printed (e.g. `echo "print(1+1)" | k210tool repl -p PORT`).
+    sent and the answer printed.
+
+    \b
+    Examples:
+      k210tool repl -p /dev/ttyUSB0
+      echo "print(1+1)" | k210tool repl -p /dev/ttyUSB0
     """
     from k210tool.device.terminal import terminal
     from k210tool.device.transport import open_transport

@@ -30,10 +30,14 @@ from k210tool.cli.common import CliState, board_options, common_options
 @click.option("--link", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also make this symlink to the pseudo-terminal (a stable port name).")
 @click.option("--log", "show_log", is_flag=True, help="Print what the board does on stderr.")
+@click.option("--camera", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Camera frames: a folder of images or a video file (default: $K210TOOL_CAMERA, else a test pattern).")
+@click.option("--lcd", "lcd_out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every lcd.display() frame here as PNG (default: $K210TOOL_LCD).")
 @common_options
 def emulate(board: str, firmware: str | None, fs_root: Path | None, flash_image: Path | None, throttle: bool,
             faults: tuple[str, ...], silent: str | None, raw_paste: bool | None, link: Path | None,
-            show_log: bool, state: CliState) -> None:
+            show_log: bool, camera: Path | None, lcd_out: Path | None, state: CliState) -> None:
     """Serve a virtual Maix board on a pseudo-terminal until Ctrl-C.
 
     The board answers the K210 ISP protocol (so kflash can flash it; the emulated flash checks each
@@ -49,14 +53,19 @@ def emulate(board: str, firmware: str | None, fs_root: Path | None, flash_image:
       PYTHONPATH=... k210tool flash -p /dev/pts/7 --board maix_dock --kmodel face.kmodel
       mpremote connect /dev/pts/7 fs cp main.py :main.py + exec "import main"
       k210tool deploy -p /dev/pts/7 main.py
+      k210tool emulate --camera faces/ --lcd lcd_frames/     # generated apps see these frames
     """
+    from k210tool.emulator.maixpy import Hardware, maix_registry
     from k210tool.emulator.server import Emulator
 
     def log(line: str) -> None:
         click.echo(line, err=True)
 
+    if lcd_out is not None:
+        lcd_out.mkdir(parents=True, exist_ok=True)
+    modules = maix_registry(Hardware(camera=camera, lcd_out=lcd_out))
     emu = Emulator(board, firmware, fs_root=fs_root, flash_image=flash_image, faults=list(faults), silent=silent,
-                   raw_paste=raw_paste, throttle=throttle, link=link, log=log if show_log else None)
+                   modules=modules, raw_paste=raw_paste, throttle=throttle, link=link, log=log if show_log else None)
     emu.start()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

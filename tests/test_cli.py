@@ -1,0 +1,59 @@
+"""The command line as a whole: help that teaches, instant start-up, one error style."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers import assert_one_line_error, run_cli  # noqa: E402
+
+from k210tool.cli import COMMANDS  # noqa: E402
+
+
+def test_top_level_help_lists_every_command(capsys) -> None:
+    run = run_cli(capsys, "--help")
+    assert run.code == 0
+    for name in COMMANDS:
+        assert name in run.out
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help_with_an_example(capsys, name: str) -> None:
+    run = run_cli(capsys, name, "--help")
+    assert run.code == 0, run.err
+    assert "not available" not in run.out, f"{name} is not implemented"
+    assert "--json" in run.out or name in ("repl", "data"), name
+    assert "example" in run.out.lower() or name in ("data",), f"{name} --help has no example"
+
+
+def test_help_does_not_import_tensorflow() -> None:
+    code = ("import sys; from k210tool.cli import main\n"
+            "try:\n    main(['convert', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('tensorflow' in sys.modules, 'nncase' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_unknown_option_is_a_usage_error(capsys) -> None:
+    run = run_cli(capsys, "convert", "x.h5", "--no-such-option")
+    assert run.code == 2 and "no such option" in run.err.lower()
+
+
+def test_json_errors_are_machine_readable(capsys) -> None:
+    import json
+
+    run = run_cli(capsys, "convert", "missing.h5", "--calib", "random", "--json")
+    assert_one_line_error(run, "does not exist")
+    assert json.loads(run.out)["exit_code"] == 2
+
+
+def test_boards_lists_every_board_as_json(capsys) -> None:
+    import json
+
+    run = run_cli(capsys, "boards", "--json")
+    ids = {b["id"] for b in json.loads(run.out)["boards"]}
+    assert {"maix_dock", "maix_bit", "maix_go", "maixduino", "maix_amigo", "maix_cube", "kd233"} <= ids
