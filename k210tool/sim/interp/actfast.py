@@ -108,8 +108,11 @@ def build_fast(bn: tuple[np.ndarray, np.ndarray, np.ndarray], act: ActTable, off
     beta = (tf[:, regular - 1 : regular] - tf[:, :1]) / (regular - 1)
     if np.any(beta <= 0):
         return None
+    # centre the line in its band: alpha halfway between the extreme residuals of the regular thresholds
+    res = tf[:, :regular] - (tf[:, :1] + beta * (levels[:regular] - 1))
+    alpha = tf[:, :1] - beta + (res.max(axis=1, keepdims=True) + res.min(axis=1, keepdims=True)) / 2
     r = (1.0 / beta).astype(np.float32).astype(np.float64)
-    q = ((tf[:, :1] - beta) * r - v_lo).astype(np.float32).astype(np.float64)  # u = a*r - q = level value
+    q = (alpha * r - v_lo).astype(np.float32).astype(np.float64)  # u = a*r - q = level value
     u_thr = tf * r - q  # exact u of each threshold (float64 is ample here)
     dev = np.abs(u_thr[:, :regular] - (levels[:regular] + v_lo)).max(axis=1, keepdims=True)
     partial = np.broadcast_to(np.asarray(partial, np.float64).reshape(-1, 1), r.shape)

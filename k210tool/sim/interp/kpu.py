@@ -205,9 +205,11 @@ class KpuLayerRunner:
         c, f = self.w_int.shape[0], self.filter
         w_eff = self.w_int.reshape(c, f * f) + self.arg_x / 2.0 ** self.shr_x
         partial = 255.0 * np.abs(w_eff).sum(axis=1)  # bound on the running tap sums
-        self.fast = build_fast(self.bn, self.act, self.const, partial, 1.0) if self.use_fast else None
+        # the floor error is in [0, 1): centring it (half an alu unit, q_dw) leaves +-0.5 to certify
+        self.fast = build_fast(self.bn, self.act, self.const, partial, 0.5) if self.use_fast else None
         if self.fast is not None:
             self.w_fast = (w_eff * self.fast.r.astype(np.float64)).astype(np.float32)
+            self.q_dw = (self.fast.q.astype(np.float64) + 0.5 * self.fast.r).astype(np.float32)
 
     # --------------------------------------------------------------------------------- running
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -284,7 +286,7 @@ class KpuLayerRunner:
         for t in range(1, len(taps)):
             np.multiply(taps[t], wf[:, t], out=tmp)
             u += tmp
-        u -= fa.q[s:e].reshape(-1, 1, 1, 1)
+        u -= self.q_dw[s:e].reshape(-1, 1, 1, 1)
         sub = FastAct(*(np.asarray(v)[s:e].reshape(-1, 1, 1, 1) if np.ndim(v) else v
                         for v in (fa.r, fa.q, fa.band, fa.lo, fa.hi, fa.top)), check_top=fa.check_top)
         out, flagged = _floor_certified(u, sub)
