@@ -205,6 +205,7 @@ class Kmodel:
     v3: V3Model | None = None
     v4: V4Model | None = None
     v5: V5Model | None = None
+    report: Any = None  # for a v4 made by the transcoder: what it did (TranscodeReport)
 
     @property
     def kpu_layers(self) -> int:

@@ -427,7 +427,7 @@ def transcode(model: Kmodel) -> Kmodel:
 
     size = len(write_v4_model(v4))
     out = _common(v4, size)
-    out.report = t.report  # type: ignore[attr-defined]
+    out.report = t.report
     return out
 
 
