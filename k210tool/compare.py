@@ -26,7 +26,7 @@ from k210tool.eval.verification import VerificationResult, pair_scores, roc_curv
 from k210tool.model.load import LoadOptions
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
-from k210tool.sim.kmodelrun import ENGINE_CHOICES, KmodelInfo, read_kmodel_file, run_kmodel
+from k210tool.sim.kmodelrun import ENGINE_CHOICES, KmodelInfo, read_kmodel_file, resolve_engine, run_kmodel
 
 FLOAT, ORIGINAL, REWRITTEN, KMODEL = "float", "original float", "rewritten float", "kmodel"
 
@@ -129,6 +129,7 @@ def measure(opts: CompareOptions, rep: Reporter) -> tuple[CompareResult, Compare
 
     _check_options(opts)
     info = read_kmodel_file(opts.kmodel, rep)
+    resolve_engine(opts.engine, info.version)  # --engine nncase on a v4 kmodel fails here, before slow work
     pre = opts.preprocess or info.preprocess(rep)
     original, model = float_models(opts, info, rep)
     runners = {ORIGINAL: FloatRunner(original, opts.load, pre, cache_dir=opts.cache_dir,

@@ -102,7 +102,7 @@ def render_compare(r: Any, console: Any) -> None:
         has_header = any(t.header)
         table = RichTable(title=t.title, show_header=has_header, title_justify="left")
         for i, h in enumerate(t.header):
-            table.add_column(h, style="bold" if i == 0 else None, justify="right" if i and has_header else "left")
+            table.add_column(h, style="bold" if i == 0 else None, justify="left" if i in t.text_columns else "right")
         for row in t.rows:
             table.add_row(*[Text(c, style="red" if c == "FAIL" else "") for c in row])  # Text: no markup in paths
         console.print(table)

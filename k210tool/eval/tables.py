@@ -11,6 +11,7 @@ class Table:
     title: str
     header: list[str]
     rows: list[list[str]]
+    text_columns: tuple[int, ...] = (0,)  # left-aligned; the others hold numbers
 
 
 def compare_tables(r: Any) -> list[Table]:
@@ -51,7 +52,7 @@ def run_table(r: Any) -> Table:
                                   f"{pre['std'][0]:g}, resize {pre['resize']}"])
     cache = ", ".join(f"{k}: {v['cached']} cached / {v['computed']} run" for k, v in r.float_cache.items())
     rows.append(["float results", cache])
-    return Table("Comparison", ["", ""], rows)
+    return Table("Comparison", ["", ""], rows, (0, 1))
 
 
 def fidelity_tables(fids: list[Any]) -> list[Table]:
@@ -108,7 +109,7 @@ def identification_table(columns: list[str], ident: dict[str, Any]) -> Table:
 def gates_table(gates: list[Any]) -> Table:
     rows = [[f"--{g.gate}", f"{g.limit:g}", "-" if g.value is None else f"{g.value:.4f}",
              "pass" if g.passed else "FAIL", g.what] for g in gates]
-    return Table("Gates", ["gate", "limit", "value", "result", "what"], rows)
+    return Table("Gates", ["gate", "limit", "value", "result", "what"], rows, (0, 3, 4))
 
 
 def _pct(x: float | None) -> str:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import helpers  # noqa: E402  (tests/helpers.py: the shared in-process CLI runner)
 
 SIZE = 32
 TINY = ((2, 16, 2, 2), (2, 32, 1, 2), (2, 32, 1, 1))
@@ -131,27 +135,7 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-@dataclass
-class CliRun:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """Run the real ``k210tool`` entry point in this process; returns exit code, stdout and stderr."""
-
-    def run(*args: object) -> CliRun:
-        from k210tool.cli import main
-
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return CliRun(code, captured.out, captured.err)
-
-    return run
+    """Run the real ``k210tool`` entry point in this process: ``run_cli(*args) -> CliRun(code, out, err)``."""
+    return lambda *args: helpers.run_cli(capsys, *args)

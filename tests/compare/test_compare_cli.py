@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 
 from k210tool.preprocess import save_image
 from k210tool.train.data.synthetic import identity_images
@@ -20,15 +21,6 @@ COLUMNS = ["original float", "rewritten float", "kmodel"]
 @pytest.fixture(scope="module")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("float-cache")
-
-
-def _one_line_error(run, *needles: str, code: int = 2) -> str:  # type: ignore[no-untyped-def]
-    assert run.code == code, (run.code, run.err[-2000:])
-    errors = [ln for ln in run.err.splitlines() if ln.startswith("k210tool: error:")]
-    assert len(errors) == 1 and "Traceback" not in run.err, run.err[-2000:]
-    for n in needles:
-        assert n.lower() in errors[0].lower(), (n, errors[0])
-    return errors[0]
 
 
 def _table_header(out: str, title: str) -> str:
@@ -86,26 +78,23 @@ def test_gates_set_the_exit_code_and_the_report_is_still_written(workspace, tmp_
                                                                  run_cli) -> None:
     base = ["compare", workspace.original, workspace.kmodel, "--bin", workspace.bin, "--cache-dir", shared_cache,
             "--workers", "1"]
-    first = run_cli(*base, "--json")
+    first = run_cli(*base, "--json", "--min-cosine", "-1", "--max-acc-drop", "100")  # gates that pass
     assert first.code == 0, first.err[-3000:]
     r = json.loads(first.out)
+    assert [(g["gate"], g["passed"]) for g in r["gates"]] == [("min-cosine", True), ("max-acc-drop", True)]
     cosine = next(f["cosine_mean"] for f in r["fidelity"] if f["reference"] == "rewritten float")
     drop = 100 * (r["verification"]["original float"]["accuracy"] - r["verification"]["kmodel"]["accuracy"])
-
-    ok = run_cli(*base, "--json", "--min-cosine", f"{cosine - 1e-4:.6f}", "--max-acc-drop", f"{drop + 0.01:.4f}")
-    assert ok.code == 0, ok.err[-2000:]
-    assert [g["passed"] for g in json.loads(ok.out)["gates"]] == [True, True]
+    assert r["gates"][0]["value"] == pytest.approx(cosine) and r["gates"][1]["value"] == pytest.approx(drop)
 
     report = tmp_path / "gated"
     bad_cos = run_cli(*base, "--min-cosine", f"{min(cosine + 1e-4, 1.0):.6f}", "--report", report)
-    line = _one_line_error(bad_cos, "--min-cosine", code=4)
-    assert "kmodel vs rewritten float" in line
+    assert_one_line_error(bad_cos, "--min-cosine", "kmodel vs rewritten float", code=4)
     assert "FAIL" in bad_cos.out  # the figures are printed too
     assert "GATE FAILED" in (report / "report.html").read_text()
     assert json.loads((report / "report.json").read_text())["gates"][0]["passed"] is False
 
     bad_drop = run_cli(*base, "--max-acc-drop", f"{drop - 0.01:.4f}", "--json")
-    _one_line_error(bad_drop, "--max-acc-drop", code=4)
+    assert_one_line_error(bad_drop, "--max-acc-drop", code=4)
     gates = json.loads(bad_drop.out)["gates"]  # one JSON document on stdout, with the failed gate
     assert gates[0]["gate"] == "max-acc-drop" and gates[0]["passed"] is False
 
@@ -119,25 +108,25 @@ def test_malicious_bin_runs_nothing(workspace, tmp_path, run_cli, monkeypatch) -
     evil.write_bytes(pickle.dumps(([Boom(), b"x"], [True]), protocol=2))
     monkeypatch.chdir(tmp_path)
     run = run_cli("compare", workspace.original, workspace.kmodel, "--bin", evil, "--report", tmp_path / "r")
-    _one_line_error(run, "not a safe verification .bin", "posix.system")
+    assert_one_line_error(run, "not a safe verification .bin", "posix.system")
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "r").exists()
     assert "load model" not in run.err  # refused before any model was loaded
 
 
 def test_bad_inputs_are_one_line_errors(workspace, tmp_path, run_cli) -> None:
     km = workspace.kmodel
-    _one_line_error(run_cli("compare", workspace.other_size, km, "--random", 2, "--no-cache"),
+    assert_one_line_error(run_cli("compare", workspace.other_size, km, "--random", 2, "--no-cache"),
                     "kmodel takes 32x32x3", "48x48x3")
     broken = tmp_path / "broken.kmodel"
     broken.write_bytes(km.read_bytes()[:3000])
-    _one_line_error(run_cli("compare", workspace.original, broken, "--random", 2), "kmodel")
+    assert_one_line_error(run_cli("compare", workspace.original, broken, "--random", 2), "kmodel")
     (tmp_path / "empty").mkdir()
-    _one_line_error(run_cli("compare", workspace.original, km, "--data", tmp_path / "empty"), "no images")
-    _one_line_error(run_cli("compare", workspace.original, km), "no images to compare", "--data")
-    _one_line_error(run_cli("compare", workspace.original, km, "--random", 2, "--bin", workspace.bin), "one image source")
-    _one_line_error(run_cli("compare", workspace.original, workspace.kmodel_v4, "--random", 2, "--engine", "nncase"),
+    assert_one_line_error(run_cli("compare", workspace.original, km, "--data", tmp_path / "empty"), "no images")
+    assert_one_line_error(run_cli("compare", workspace.original, km), "no images to compare", "--data")
+    assert_one_line_error(run_cli("compare", workspace.original, km, "--random", 2, "--bin", workspace.bin), "one image source")
+    assert_one_line_error(run_cli("compare", workspace.original, workspace.kmodel_v4, "--random", 2, "--engine", "nncase"),
                     "v5 only", "--engine numpy")
-    _one_line_error(run_cli("compare", workspace.original, km, "--random", 2, "--max-acc-drop", 1), "pairs")
+    assert_one_line_error(run_cli("compare", workspace.original, km, "--random", 2, "--max-acc-drop", 1), "pairs")
 
 
 def test_undecodable_images_are_skipped_and_counted(workspace, tmp_path, shared_cache, run_cli) -> None:
