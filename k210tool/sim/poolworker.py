@@ -14,8 +14,9 @@ _ENGINE: Any = None
 
 def worker_init(engine: str, kmodel: bytes, layout: str) -> None:
     global _ENGINE
-    # one thread per worker: the pool is the parallelism, BLAS threads would only fight over the cores
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    # one thread per worker: the pool is the parallelism; BLAS threads and the NumPy interpreter's own
+    # thread pool (K210TOOL_INTERP_THREADS) would only fight over the cores
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "K210TOOL_INTERP_THREADS"):
         os.environ.setdefault(var, "1")
     from k210tool.errors import K210ToolError
     from k210tool.sim.pool import make_engine
