@@ -61,7 +61,8 @@ def compare(model: Path, kmodel: Path, data: Path | None, pairs: Path | None, bi
                     top-1 agreement for classifier outputs
       verification  10-fold accuracy (insightface protocol), TAR @ FAR 1e-3 and 1e-2, best threshold
       identification  top-1 against per-identity centroids (identity folders only)
-    Columns: float / kmodel, or with --original: original float / rewritten float / kmodel.
+    Columns: float / kmodel; original float / rewritten float / kmodel when convert rewrote MODEL for
+    the KPU (it keeps KMODEL's stem + .rewritten.h5) or with --original ORIG.h5 (MODEL: the rewritten one).
 
     \b
     Examples:
