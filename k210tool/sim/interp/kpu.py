@@ -32,6 +32,7 @@ from k210tool.errors import InputError
 from k210tool.sim.interp.actfast import ActTable, FastAct, banker_shift, bn_act_exact, build_fast
 
 _F32_K = 1024  # K * 128*128 <= 2**24: a centred float32 product sum is exact
+_RAW_K = 514  # K * 255*128 <= 2**24: with raw inputs and centred weights it is exact too
 _CHUNK = 1 << 18  # elements per chunk of the post-processing (stays in cache)
 _GEMM_COLS = 1 << 15  # columns per matrix product
 _DW_CHUNK = 1 << 16  # elements per depthwise chunk
@@ -192,8 +193,11 @@ class KpuLayerRunner:
     def _prepare_dense(self, sum_w: np.ndarray) -> None:
         k = self.k
         self.w_centered = (self.w_int.reshape(len(sum_w), k) - 128).astype(np.float32 if k <= _F32_K else np.float64)
-        # alu = D + P(pixel) + H(channel): D the centred product sum, P = 128*sum_x + (arg_x*sum_x >> shr_x)
-        self.h = 128 * sum_w - 16384 * k + self.const
+        # alu = D + P(pixel) + H(channel), P = 128*sum_x + (arg_x*sum_x >> shr_x). Up to K = 514 the product
+        # sum D = sum x*(w-128) is exact in float32 with raw x (|x*(w-128)| <= 32640); beyond, x is centred
+        # too (|(x-128)*(w-128)| <= 16384) and D = sum (x-128)*(w-128), which moves 128*sum(w)-16384*K into H.
+        self.raw_x = k <= _RAW_K
+        self.h = self.const if self.raw_x else 128 * sum_w - 16384 * k + self.const
         # P is added in float32: exact below 2**24, else rounded by at most 2**-24 of its size.
         p_bound = (128 + abs(self.arg_x) / 2.0 ** self.shr_x) * 255 * k + 1
         self.fast = build_fast(self.bn, self.act, self.h, 0.0, p_bound * 2.0 ** -24 if p_bound >= 2**24 else 0.0) \
@@ -240,7 +244,7 @@ class KpuLayerRunner:
         out = np.empty((oc, col.shape[1]), np.uint8)
         step = max(256, _CHUNK // max(oc, 1))
         for g in range(0, col.shape[1], _GEMM_COLS):  # big products (BLAS is slow on thin ones) ...
-            d_all = _centred_matmul(self.w_centered, col[:, g : g + _GEMM_COLS])
+            d_all = _centred_matmul(self.w_centered, col[:, g : g + _GEMM_COLS], self.raw_x)
 
             def finish(s: int, d_all: np.ndarray = d_all, g: int = g) -> None:  # ... then cache-sized pieces
                 e = min(s + step, d_all.shape[1])
@@ -361,8 +365,10 @@ def _bn_slice(bn: tuple[np.ndarray, ...], s: int, e: int) -> tuple[np.ndarray, .
     return tuple(v[s:e] for v in bn)  # type: ignore[return-value]
 
 
-def _centred_matmul(w: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """(OC, K) centred weights @ (K, P) uint8 columns centred on 128: an exact integer result."""
+def _centred_matmul(w: np.ndarray, col: np.ndarray, raw_x: bool) -> np.ndarray:
+    """(OC, K) centred weights @ (K, P) uint8 columns (raw, or centred on 128): an exact integer result."""
+    if raw_x:
+        return w @ col.astype(np.float32)
     if w.dtype == np.float32:
         return w @ (col.astype(np.float32) - np.float32(128))
     out = np.zeros((w.shape[0], col.shape[1]), np.float64)
