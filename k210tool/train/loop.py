@@ -170,16 +170,35 @@ class Trainer:
         if not self.cfg.run.resume:
             raise InputError(f"{self.out} already holds checkpoints",
                              "set run.resume=true to continue it, or choose another run.out")
+        from k210tool.tfutil import import_tf
+
+        tf = import_tf()
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
         except (ValueError, AssertionError) as exc:
             raise InputError(f"checkpoint {latest} does not match this config ({str(exc).splitlines()[0][:160]})",
                              "train with the config it was made with, or choose another run.out") from None
+        except tf.errors.OpError as exc:
+            raise InputError(f"cannot read checkpoint {latest}: {exc.message.splitlines()[0][:160]}") from None
+        self._warn_config_changes()
         from k210tool.train.schedule import PhaseState
 
         self.phase = PhaseState.from_list(self.state.numpy()[:4])
         self.head.sync_from_weights()
         return int(self.step.numpy())
+
+    def _warn_config_changes(self) -> None:
+        """Resuming with other settings is allowed (e.g. more epochs) but should not go unnoticed."""
+        from k210tool.train.config import load_config
+
+        saved_path = self.out / "config.toml"
+        if not saved_path.exists():
+            return
+        saved, now = load_config(saved_path).to_dict(), self.cfg.to_dict()
+        changes = [f"{sec}.{key} {saved[sec][key]!r} -> {value!r}" for sec, part in now.items()
+                   for key, value in part.items() if saved[sec].get(key) != value]
+        if changes:
+            self.reporter.warn("resuming with a changed config: " + ", ".join(changes))
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> TrainSummary:

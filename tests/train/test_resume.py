@@ -55,3 +55,5 @@ def test_stop_and_resume_continues_exactly(synthetic: Synthetic, tmp_path: Path)
         _train(synthetic, tmp_path / "split", "run.resume=false")
     with pytest.raises(InputError, match="does not match this config"):
         _train(synthetic, tmp_path / "split", "model.embedding_size=16")
+    longer = _train(synthetic, tmp_path / "split", "run.epochs=4")  # allowed, continues, and says so
+    assert longer.steps == 16 and any("run.epochs 3 -> 4" in w for w in longer.warnings)  # type: ignore[attr-defined]
