@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import Synthetic
+from .support import Synthetic
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from k210tool.errors import InputError
-from tests.train.conftest import Synthetic
+
+from .support import Synthetic
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.train.conftest import SIZE, SMALL_MODEL, Synthetic, shared_dir
+from .support import SIZE, SMALL_MODEL, Synthetic, shared_dir
 
 pytestmark = pytest.mark.slow
 
