@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k210tool.compile.kmodel.errors import KmodelError
+from k210tool.compile.kmodel.kpu import signed
 from k210tool.compile.kmodel.model import V5_DT_BYTES, MemoryRange, Op
 from k210tool.compile.kmodel.stackvm_isa import OPCODE_NAMES, OPERANDS, TENSOR, TENSOR_FUNCTIONS
 
@@ -232,7 +233,7 @@ def _derived_tensors(fn: str, args: dict[str, Any], ops: dict[str, Any]) -> dict
         shape = tuple(d + b + a + i * max(d - 1, 0) for d, (b, a, i) in zip(args["shape"], args["paddings"], strict=False))
         out["output"] = (shape, args["out_strides"], dt)
     elif fn == "slice":
-        shape = tuple(_slice_len(b, _i32(e), _i32(s), d) for b, e, s, d in
+        shape = tuple(_slice_len(b, i32(e), i32(s), d) for b, e, s, d in
                       zip(args["begins"], args["ends"], args["strides"], args["shape"], strict=False))
         out["output"] = (shape, args["out_strides"], dt)
     elif fn == "transpose":
@@ -252,9 +253,9 @@ def _derived_tensors(fn: str, args: dict[str, Any], ops: dict[str, Any]) -> dict
     return out
 
 
-def _i32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
+def i32(v: int) -> int:
+    """A stack value read as int32 (how the runtime reads ends and strides: ``as_runtime_axis``)."""
+    return signed(v, 32)
 
 
 def _slice_len(begin: int, end: int, stride: int, dim: int) -> int:

@@ -44,6 +44,7 @@ from k210tool.compile.kmodel.model import (
     V4Model,
     V4Node,
 )
+from k210tool.compile.kmodel.stackvm import i32
 from k210tool.compile.kmodel.v4 import KPU_CONV2D, KPU_UPLOAD, OPCODES, _common
 
 _V4_DT = {9: 0, 4: 1}  # v5 float32 / uint8 -> v4 datatype ids
@@ -356,12 +357,12 @@ class _Transcoder:
 
     def _op_slice(self, a: dict, resolve: Any) -> None:
         rank = len(a["shape"])
-        if rank > 4 or any(_i32(s) <= 0 for s in a["strides"]):
+        if rank > 4 or any(i32(s) <= 0 for s in a["strides"]):
             raise TranscodeError(f"{self.where_now}: slice of rank {rank} or with negative strides", _DEFAULT_HINT)
         lead = 4 - rank
         begin = (0,) * lead + tuple(int(b) for b in a["begins"])
-        end = (1,) * lead + tuple(min(_i32(e), d) for e, d in zip(a["ends"], a["shape"], strict=True))
-        strides = (1,) * lead + tuple(_i32(s) for s in a["strides"])
+        end = (1,) * lead + tuple(min(i32(e), d) for e, d in zip(a["ends"], a["shape"], strict=True))
+        strides = (1,) * lead + tuple(i32(s) for s in a["strides"])
         out_shape = tuple(max(0, (e - b + s - 1) // s) for b, e, s in zip(begin, end, strides, strict=True))
         src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
         dst = self._out(a["output"], out_shape[lead:], a["out_strides"], resolve)
@@ -470,10 +471,6 @@ def _parent_shape(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int
             return None
     return tuple(parent)
 
-
-def _i32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
 
 
 def _read_f32(blob: bytes, start: int, shape: Any, strides: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import MemoryRange, Op
+from k210tool.compile.kmodel.stackvm import i32
 from k210tool.errors import InputError
 from k210tool.sim.interp.memory import v5_dtype
 
@@ -178,12 +179,12 @@ def build_slice(op: Op) -> Step:
     shape = tuple(a["shape"])
     idx = []
     for d, b, e, s in zip(shape, a["begins"], a["ends"], a["strides"], strict=True):
-        e, s = _i32(e), _i32(s)
+        e, s = i32(e), i32(s)
         if s == 0:
             raise UnsupportedOp("slice with stride 0")
         idx.append(np.arange(b, min(e, d), s) if s > 0 else np.arange(b, max(e, -1), s))
     out_shape = tuple(len(i) for i in idx)
-    sl = tuple(slice(int(i[0]), int(i[-1]) + (1 if s > 0 else -1) or None, _i32(s)) if len(i) else slice(0, 0)
+    sl = tuple(slice(int(i[0]), int(i[-1]) + (1 if s > 0 else -1) or None, i32(s)) if len(i) else slice(0, 0)
                for i, s in zip(idx, a["strides"], strict=True))
 
     def step(mem: Any) -> None:
@@ -222,10 +223,6 @@ def build_copy(op: Op) -> Step:
         _t(mem, a["output"], a["shape"], a["out_strides"], src.dtype)[...] = src
     return step
 
-
-def _i32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
 
 
 BUILDERS: dict[str, Callable[[Op], Step]] = {

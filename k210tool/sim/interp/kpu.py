@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from k210tool.compile.kmodel.kpu import POOL_GEOMETRY
+from k210tool.compile.kmodel.kpu import POOL_GEOMETRY, signed
 from k210tool.compile.kmodel.layout import row_layout
 from k210tool.compile.kmodel.model import KpuConv
 from k210tool.errors import InputError
@@ -175,11 +175,11 @@ class KpuLayerRunner:
         self.w_int = w_int
         self.k = w_int[0].size
         self.g_ic = 1 if self.depthwise else ic
-        self.arg_x, self.shr_x = _signed(layer.get("arg_x"), 24), layer.get("shr_x")
-        arg_w = _signed(layer.get("arg_w"), 24)
+        self.arg_x, self.shr_x = signed(layer.get("arg_x"), 24), layer.get("shr_x")
+        arg_w = signed(layer.get("arg_w"), 24)
         sum_w = w_int.reshape(oc, -1).sum(axis=1)
         # per output channel: (arg_w * sum_w >> shr_w) + arg_add * ic_per_group
-        self.const = ((arg_w * sum_w) >> layer.get("shr_w")) + _signed(layer.get("arg_add"), 40) * self.g_ic
+        self.const = ((arg_w * sum_w) >> layer.get("shr_w")) + signed(layer.get("arg_add"), 40) * self.g_ic
         bn = conv.batch_norm
         self.bn = (bn.mul, bn.shift, bn.add)
         segs = conv.activation.segments()
@@ -396,9 +396,6 @@ def _floor_certified(w: np.ndarray, fa: FastAct) -> tuple[np.ndarray, tuple[np.n
         return out, None
     return out, np.unravel_index(np.flatnonzero(flag), flag.shape)
 
-
-def _signed(v: int, bits: int) -> int:
-    return v - (1 << bits) if v >> (bits - 1) else v
 
 
 def pool(y: np.ndarray, pool_type: int, out_shape: tuple[int, int, int]) -> np.ndarray:
