@@ -58,15 +58,18 @@ def plot_roc(roc: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
 
 
 def plot_cosine_histogram(cosines: dict[str, np.ndarray], path: Path) -> Path:
-    """Per-image cosine between outputs (kmodel vs float, ...): how many images drift, and how far."""
-    fig = _figure(6, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    for label, cos in cosines.items():
-        ax.hist(cos, bins=_bins(cosines.values()), alpha=0.6, label=f"{label} (mean {np.mean(cos):.4f})")
-    ax.set_xlabel("cosine similarity per image")
-    ax.set_ylabel("images")
-    ax.set_title("Per-image output cosine")
-    ax.legend(loc="upper left", fontsize="small")
+    """Per-image cosine between outputs, one panel per comparison (kmodel vs float, ...), each on its own
+    range: quantization drift (near 1) and a rewrite's change (anywhere) do not share a useful scale."""
+    fig = _figure(4.2 * len(cosines), 3.8)
+    for i, (label, cos) in enumerate(cosines.items()):
+        ax = fig.add_subplot(1, len(cosines), i + 1)
+        ax.hist(cos, bins=_bins([cos]), color="#d62728" if label.startswith("kmodel") else "#1f77b4", alpha=0.8)
+        ax.axvline(float(np.mean(cos)), color="black", linestyle=":", label=f"mean {np.mean(cos):.4f}")
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlabel("cosine per image")
+        if i == 0:
+            ax.set_ylabel("images")
+        ax.legend(loc="upper left", fontsize="small")
     return _save(fig, path)
 
 
