@@ -15,7 +15,6 @@ from typing import Any
 
 _ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
-    "TF_ENABLE_ONEDNN_OPTS": "0",
     "GRPC_VERBOSITY": "ERROR",
     "ABSL_MIN_LOG_LEVEL": "3",
     "KMP_WARNINGS": "0",

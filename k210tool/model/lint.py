@@ -166,8 +166,12 @@ def predict(g: Graph) -> tuple[list[LayerPlacement], Counter[str]]:
                     producer = g.nodes[source.layer]
                     if asym:
                         pad_problem = "asymmetric padding: a stride-1 KPU conv, then a CPU slice"
-                p.reason = "conv" + (f"; {pad_problem}" if pad_problem else "")
                 hw = g.shape_of(source)
+                if not pad_problem and hw is not None and _pair(node.get("strides", 1)) == (2, 2) and (
+                        hw[0] % 2 or hw[1] % 2):
+                    pad_problem = (f"stride 2 on an odd {hw[0]}x{hw[1]} input: a stride-1 KPU conv, then a CPU "
+                                   "slice (the KPU's 2x2 down-sampling needs even sizes)")
+                p.reason = "conv" + (f"; {pad_problem}" if pad_problem else "")
                 tiny = hw is not None and min(hw) < 4
                 if tiny:
                     p.reason += f"; input {hw[0]}x{hw[1]} is padded to 4x4 on the CPU first (KPU minimum)"

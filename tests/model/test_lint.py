@@ -20,11 +20,12 @@ def _compile(loaded):  # type: ignore[no-untyped-def]
     return compile_kmodel(export_tflite(loaded.model, loaded.input_shape), NncaseSettings(Preprocess(h, w)), calib)
 
 
-@pytest.fixture(scope="module", params=["paper", "rewritten", "mobilenetv2"])
+@pytest.fixture(scope="module", params=["paper", "rewritten", "mobilenetv2", "mobilenetv2_112"])
 def compiled(request, tmp_path_factory):  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp(request.param)
-    if request.param == "mobilenetv2":
-        loaded = load_model(save_h5(mobilenetv2_dense(size=48), folder / "m.h5"))
+    if request.param.startswith("mobilenetv2"):
+        size = 112 if request.param.endswith("112") else 48  # 48: layers below the KPU's 4x4; 112: odd 7x7
+        loaded = load_model(save_h5(mobilenetv2_dense(size=size), folder / "m.h5"))
     else:
         loaded = load_model(save_h5(tiny_backbone(size=32), folder / "m.h5"))
         if request.param == "rewritten":
