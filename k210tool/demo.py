@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k210tool.fileio import check_output_path
+from k210tool.model.save import save_model_atomic
 
 
 @dataclass
@@ -27,9 +28,8 @@ def make_demo(out_dir: Path | str, seed: int = 0, identities: int = 24, per_iden
               activation: str = "prelu", stride2_padding: str = "same") -> DemoResult:
     import numpy as np
 
-    from k210tool.tfutil import import_tf_keras
-
     from k210tool.preprocess import Preprocess
+    from k210tool.tfutil import import_tf_keras
     from k210tool.train.data.synthetic import identity_images, write_identity_folders
     from k210tool.train.models.mobilefacenet import build_mobilefacenet, randomize_affine, settle_batchnorm
 
@@ -46,7 +46,7 @@ def make_demo(out_dir: Path | str, seed: int = 0, identities: int = 24, per_iden
     pre = Preprocess()
     settle = np.concatenate([identity_images(1000 + i, 2) for i in range(16)])
     settle_batchnorm(model, pre.normalize(settle), batch_size=len(settle))
-    _save_h5_atomic(model, model_path)
+    save_model_atomic(model, model_path)
     return DemoResult(
         model=model_path,
         faces=faces,
@@ -59,19 +59,3 @@ def make_demo(out_dir: Path | str, seed: int = 0, identities: int = 24, per_iden
             f"k210tool compare {model_path} {out / 'mobilefacenet.kmodel'} --data {faces}",
         ],
     )
-
-
-def _save_h5_atomic(model: object, path: Path) -> None:
-    """Keras writes h5 in place; write to a temp name beside ``path`` and rename."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp, save_format="h5")  # type: ignore[attr-defined]
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -158,29 +158,7 @@ def rewrite_loaded(loaded: Any, opts: RewriteOptions, reporter: Reporter | None 
 
 
 def save_model(model: Any, path: Path) -> Path:
-    """Save a rewritten model atomically; ``.h5`` (legacy, what tf_keras users load) or ``.keras``."""
-    import os
-    import tempfile
+    """Save a rewritten model atomically: ``.h5`` (legacy, what tf_keras users load) or ``.keras``."""
+    from k210tool.model.save import save_model_atomic
 
-    from k210tool.fileio import check_output_path
-    from k210tool.tfutil import quiet_stderr
-
-    out = check_output_path(path)
-    suffix = out.suffix.lower()
-    if suffix not in (".h5", ".keras"):
-        raise InputError(f"cannot save a model as {suffix or 'a file without suffix'}", "use .h5 or .keras")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        with quiet_stderr():
-            if suffix == ".h5" and type(model).__module__.startswith("tf_keras"):
-                model.save(tmp, save_format="h5")
-            else:
-                os.unlink(tmp)
-                model.save(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return save_model_atomic(model, path)

@@ -6,35 +6,13 @@ every save here goes to a temporary name beside the target and is renamed into p
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from k210tool.fileio import check_output_path
+from k210tool.model.save import save_model_atomic
 from k210tool.train.config import ModelConfig
 
-
-def save_model_atomic(model: Any, path: Path | str, include_optimizer: bool = False) -> Path:
-    """Save ``model`` as ``path`` through a temporary file and a rename.
-
-    tf_keras models go to a legacy ``.h5`` when the suffix is ``.h5`` (``save_format="h5"``); Keras 3
-    models are saved by their own ``save`` (``.keras``, or legacy h5 for ``.h5``).
-    """
-    target = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".h5", dir=target.parent)
-    os.close(fd)
-    try:
-        if type(model).__module__.startswith("tf_keras") and target.suffix in (".h5", ""):
-            model.save(tmp, save_format="h5", include_optimizer=include_optimizer)
-        else:
-            model.save(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+__all__ = ["export_inference", "export_training_model", "save_model_atomic"]
 
 
 def export_inference(backbone: Any, cfg: ModelConfig, path: Path | str) -> Path:

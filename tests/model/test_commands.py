@@ -1,0 +1,67 @@
+"""`k210tool rewrite` and `k210tool check` as users run them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from helpers import assert_one_line_error, run_cli
+from model_factory import predict, save_h5, tiny_backbone, with_arcface
+
+from k210tool.model.load import load_model
+
+
+def test_rewrite_writes_a_loadable_h5_and_reports_each_rule(tmp_path: Path, capsys) -> None:
+    src = save_h5(with_arcface(tiny_backbone(size=33)), tmp_path / "train.h5")
+    out = tmp_path / "kpu.h5"
+    run = run_cli(capsys, "rewrite", src, "-o", out, "--json")
+    assert run.code == 0, run.err
+    r = json.loads(run.out)
+    rules = {x["rule"]: x for x in r["report"]["rules"]}
+    assert set(rules) == {"prelu", "symmetric-stride2"}
+    assert rules["symmetric-stride2"]["exact"]  # 33 is odd: TF "same" pads symmetrically there
+    assert rules["symmetric-stride2"]["cosine_min"] >= 0.9999
+    assert not rules["prelu"]["exact"] and r["report"]["next_steps"]
+    loaded = load_model(out)
+    assert loaded.head_cut is None
+    assert not any(n.class_name == "PReLU" for n in loaded.graph)
+    x = np.random.default_rng(0).random((2, 33, 33, 3), np.float32)
+    assert predict(loaded.model, x).shape == (2, 16)
+
+
+def test_rewrite_list_rules_and_bad_suffix(tmp_path: Path, capsys) -> None:
+    run = run_cli(capsys, "rewrite", "x.h5", "-o", tmp_path / "y.h5", "--list-rules", "--json")
+    assert [r["name"] for r in json.loads(run.out)][:2] == ["dropout", "prelu"]
+    src = save_h5(tiny_backbone(size=16), tmp_path / "m.h5")
+    run = run_cli(capsys, "rewrite", src, "-o", tmp_path / "y.onnx")
+    assert_one_line_error(run, ".h5 or .keras")
+    assert not (tmp_path / "y.onnx").exists()
+
+
+def test_check_flags_the_paper_form_and_passes_the_rewritten(tmp_path: Path, capsys) -> None:
+    src = save_h5(tiny_backbone(size=32), tmp_path / "m.h5")
+    run = run_cli(capsys, "check", src, "--json", "--all-layers")
+    assert run.code == 0, run.err
+    before = json.loads(run.out)
+    assert before["fits"] and before["cpu_ops"]["TableLookup1D"] == 4
+    prelu = [p for p in before["layers"] if p["class_name"] == "PReLU"]
+    assert prelu and all("PReLU" in p["reason"] for p in prelu)
+    run = run_cli(capsys, "check", src, "--json", "--rewritten")
+    after = json.loads(run.out)
+    assert after["kpu_uploads"] < before["kpu_uploads"]
+    assert "TableLookup1D" not in after["cpu_ops"]
+
+
+def test_check_exit_code_when_the_model_does_not_fit(tmp_path: Path, capsys) -> None:
+    from k210tool.tfutil import import_tf_keras
+
+    k = import_tf_keras()
+    inp = k.Input((64, 64, 3))
+    x = k.layers.Conv2D(64, 3, padding="same")(inp)
+    x = k.layers.Conv2D(1024, 3, padding="same")(x)  # 2.4 M parameters and 16 MB float maps on the CPU
+    x = k.layers.Flatten()(k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(2000, 1)(x)))
+    src = save_h5(k.Model(inp, x), tmp_path / "big.h5")
+    run = run_cli(capsys, "check", src)
+    assert_one_line_error(run, "does not fit")
+    assert "memory estimate" in run.out
