@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import assert_one_line_error, run_cli  # noqa: E402
 
 from k210tool.cli import COMMANDS  # noqa: E402

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import assert_one_line_error, run_cli  # noqa: E402
 from model_factory import save_h5, tiny_backbone, with_arcface  # noqa: E402
 

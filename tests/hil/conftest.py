@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from hil_support import ModelCache  # noqa: E402
+from xdist_once import session_root  # noqa: E402
 
 from k210tool.emulator.maixpy import Hardware, maix_registry  # noqa: E402
 from k210tool.emulator.server import Emulator  # noqa: E402
@@ -19,9 +19,7 @@ from k210tool.emulator.server import Emulator  # noqa: E402
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
-    # getbasetemp().parent is shared by the xdist workers of one session
-    base = tmp_path_factory.getbasetemp()
-    return ModelCache((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "hil-models")
+    return ModelCache(session_root(tmp_path_factory) / "hil-models")
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ summary ``.kmodel.json`` that carries what the script templates read (input, out
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
+from xdist_once import build_once
 
 FACE_SIZE = 32
 EMBEDDING = 128
@@ -96,37 +94,15 @@ def build(folder: Path, name: str) -> None:
 
 
 class ModelCache:
-    """Build each model once per test session, shared by the xdist workers (a lock file per model)."""
+    """Build each model once per test session, shared by the xdist workers (tests/xdist_once.py)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, name: str, version: int = 5) -> Path:
-        target = self.root / f"{name}{'' if version == 5 else '_v4'}.kmodel"
-        done = self.root / f"{name}.done"
-        if done.exists():
-            return target
-        lock = self.root / f"{name}.lock"
-        while True:
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if done.exists():
-                    return target
-                with contextlib.suppress(FileNotFoundError):
-                    if time.time() - lock.stat().st_mtime > 600:  # a crashed worker's stale lock
-                        lock.unlink(missing_ok=True)
-                time.sleep(0.3)
-                continue
-            try:
-                if not done.exists():
-                    build(self.root, name)
-                    done.touch()
-            finally:
-                os.close(fd)
-                lock.unlink(missing_ok=True)
-            return target
+        folder = build_once(self.root, name, lambda f: build(f, name))
+        return folder / f"{name}{'' if version == 5 else '_v4'}.kmodel"
 
 
 def run_on(emu: object, source: str, timeout: float = 60) -> tuple[str, str]:

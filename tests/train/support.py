@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from xdist_once import build_once, session_root
 
 SIZE = 48
 # a reduced MobileFaceNet (same layer kinds as the paper's, fewer and narrower blocks) that trains on 2 CPU cores
@@ -24,35 +22,15 @@ class Synthetic:
 
 
 def shared_dir(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
-    """``make(folder)`` once per test session, even when xdist spreads its users over several workers.
-
-    The folder lives in the session's shared temporary root; a file lock makes the other workers wait for
-    (and then reuse) the first one's result instead of training the same model twice.
-    """
-    base = factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    folder = root / f"shared-{name}"
-    with open(root / f"shared-{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / ".done").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            make(folder)
-            (folder / ".done").write_text("")
-    return folder
+    """``make(folder)`` once per test session, shared by the xdist workers (see tests/xdist_once.py)."""
+    return build_once(session_root(factory), name, make)
 
 
 def kpu_student_of(teacher: object) -> object:
-    """The teacher rewritten for the KPU the way `k210tool rewrite` does it (PReLU -> ReLU, symmetric
-    stride-2 padding), weights copied layer by layer - until the rewrite command lands."""
-    from k210tool.train.models.mobilefacenet import build_mobilefacenet
+    """The teacher rewritten for the KPU by k210tool's rewrite (PReLU -> ReLU, symmetric stride-2 padding)."""
+    from k210tool.model.graph import annotate_shapes, graph_from_model
+    from k210tool.model.rewrite import RewriteOptions, rewrite
 
-    size = int(teacher.input_shape[1])  # type: ignore[attr-defined]
-    student = build_mobilefacenet(input_size=size, width=32, embedding_size=64, activation="relu",
-                                  stride2_padding="symmetric",
-                                  bottlenecks=((2, 32, 2, 2), (2, 64, 1, 2), (2, 64, 2, 1), (2, 64, 1, 2)))
-    src = [layer for layer in teacher.layers if layer.weights and type(layer).__name__ != "PReLU"]  # type: ignore[attr-defined]
-    dst = [layer for layer in student.layers if layer.weights]
-    for a, b in zip(src, dst, strict=True):
-        b.set_weights(a.get_weights())
-    return student
+    graph = graph_from_model(teacher)
+    annotate_shapes(graph, teacher)
+    return rewrite(graph, teacher, None, RewriteOptions())[1]
