@@ -7,7 +7,7 @@ Every figure is measured here (wall and CPU seconds): the pool's wall time inclu
 per worker, as in a real ``compare`` run. Pool outputs are checked byte for byte against the
 single-process outputs. The load average is printed: on a busy machine the pool cannot gain much.
 
-Usage: .venv/bin/python benchmarks/simulate_pool.py [--nncase-images 24] [--numpy-images 96] [--workers N]
+Usage: .venv/bin/python benchmarks/simulate_pool.py [--nncase-images 32] [--numpy-images 96] [--workers N]
        .venv/bin/python benchmarks/simulate_pool.py --model face.h5 --kmodel face.kmodel
 """
 
@@ -104,7 +104,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="float model (default: build the demo MobileFaceNet)")
     parser.add_argument("--kmodel", type=Path, help="kmodel v5 convert wrote from --model")
-    parser.add_argument("--nncase-images", type=int, default=24)
+    parser.add_argument("--nncase-images", type=int, default=32)
     parser.add_argument("--numpy-images", type=int, default=96)
     parser.add_argument("--float-images", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="pool size (default: every core)")

@@ -34,7 +34,8 @@ _DIR = click.Path(path_type=Path, file_okay=False)
 @click.option("--engine", type=click.Choice(["auto", "numpy", "nncase"]), default="auto", show_default=True,
               help="kmodel simulator. auto: the NumPy interpreter when it is bit-exact with nncase on the first images "
               "(checked every run), else nncase's Simulator (the reference).")
-@click.option("--workers", type=int, metavar="N", help="Simulator processes (default: every core).")
+@click.option("--workers", type=int, metavar="N", help="Simulator processes (default: every core for nncase; one "
+              "for the NumPy interpreter, which spreads over the cores with threads).")
 @click.option("--limit", type=int, metavar="N", help="Use at most N images of --data (a seeded random subset).")
 @click.option("--repeat", type=int, default=5, show_default=True,
               help="Generated pairs: genuine and impostor pairs per identity.")

@@ -64,7 +64,9 @@ def simulate(kmodel: bytes, images: np.ndarray, engine: str = "nncase", *, worke
              description: str | None = None) -> SimulationRun:
     """Outputs of the kmodel for uint8 NHWC ``images`` (batch first, input order), using ``workers`` processes.
 
-    ``workers=None`` uses every available core; a run smaller than two chunks stays in this process.
+    ``workers=None``: nncase on every available core; NumPy in this process, where the interpreter already
+    spreads its work over the cores with threads (``benchmarks/simulate_pool.py`` measured the threaded single
+    process faster than a pool of single-threaded workers). A run smaller than two chunks stays in this process.
     """
     import time
 
@@ -72,7 +74,7 @@ def simulate(kmodel: bytes, images: np.ndarray, engine: str = "nncase", *, worke
     images = np.ascontiguousarray(images, np.uint8)
     size = max(1, int(chunk or CHUNK.get(engine, 8)))
     starts = list(range(0, len(images), size))
-    wanted = available_cpus() if workers is None else int(workers)
+    wanted = (1 if engine == "numpy" else available_cpus()) if workers is None else int(workers)
     if wanted < 1:
         raise InputError("--workers must be at least 1")
     n_workers = max(1, min(wanted, len(starts)))

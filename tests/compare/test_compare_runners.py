@@ -76,6 +76,14 @@ def test_pool_results_equal_single_process_results(workspace, faces) -> None:
             pooled.outputs[0][i:i + 1].tobytes()
 
 
+def test_numpy_pool_equals_the_threaded_single_process(workspace, faces) -> None:
+    kmodel = workspace.kmodel.read_bytes()
+    default = simulate(kmodel, faces[:12], "numpy", chunk=4)
+    assert default.workers == 1  # the interpreter threads itself; a pool only when asked
+    pooled = simulate(kmodel, faces[:12], "numpy", workers=2, chunk=4)
+    assert pooled.workers == 2 and pooled.outputs[0].tobytes() == default.outputs[0].tobytes()
+
+
 def test_worker_errors_keep_their_hint(workspace, faces) -> None:
     v4 = workspace.kmodel_v4.read_bytes()
     with pytest.raises(InputError) as in_process:
