@@ -139,3 +139,9 @@ def cache_dir(tmp_path: Path) -> Path:
 def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """Run the real ``k210tool`` entry point in this process: ``run_cli(*args) -> CliRun(code, out, err)``."""
     return lambda *args: helpers.run_cli(capsys, *args)
+
+
+@pytest.fixture(autouse=True)
+def _private_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run without --cache-dir must not write into the user's ~/.cache."""
+    monkeypatch.setenv("K210TOOL_CACHE_DIR", str(tmp_path / "default-cache"))
