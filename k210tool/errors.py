@@ -36,7 +36,9 @@ class CompileError(K210ToolError):
 
 
 class DoesNotFitError(K210ToolError):
-    """The model does not fit the board (memory or flash)."""
+    """The model does not fit the board (memory or flash). Exit code 3, so scripts can tell it apart."""
+
+    exit_code = 3
 
 
 class FirmwareError(K210ToolError):

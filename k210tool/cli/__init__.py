@@ -90,6 +90,8 @@ def cli() -> None:
       k210tool deploy --port /dev/ttyUSB0 main.py
 
     Every command takes --json (machine-readable output on stdout) and --debug (tracebacks).
+    Exit codes: 0 ok, 1 internal error, 2 bad input or refused, 3 does not fit the board,
+    4 a quality gate failed, 130 interrupted.
     Run `k210tool COMMAND --help` for details and examples.
     """
 
@@ -105,7 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, map errors to one-line messages and exit codes."""
     from k210tool.errors import K210ToolError
 
+    from k210tool.cli import common
+
     _quiet_tensorflow()
+    common.EMITTED = False  # one result per invocation (main() may run many times in one process)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("K210TOOL_DEBUG") == "1"
     as_json = "--json" in args

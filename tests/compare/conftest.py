@@ -1,25 +1,19 @@
 """Fixtures of the compare tests: a small MobileFaceNet-shaped model converted by the real pipeline.
 
-``workspace`` is built once per test session and shared by the xdist workers (a lock file guards the
-build): a tiny paper-style model (PReLU, TF "same" stride-2 padding, 32x32 input), converted for the KD233
-(kmodel v5) by ``k210tool.convert`` with its KPU rewrite (so ``model.rewritten.h5`` is kept beside the
+``workspace`` is built once per test session and shared by the xdist workers (tests/xdist_once.py): a
+tiny paper-style model (PReLU, TF "same" stride-2 padding, 32x32 input), converted for the KD233 (kmodel v5) by ``k210tool.convert`` with its KPU rewrite (so ``model.rewritten.h5`` is kept beside the
 kmodel), the v4 transcoding of that kmodel, identity folders of synthetic faces and a verification ``.bin``
 made from other synthetic identities.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import helpers  # tests/helpers.py (tests/conftest.py puts tests/ on sys.path): the in-process CLI runner
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import helpers  # noqa: E402  (tests/helpers.py: the shared in-process CLI runner)
+from xdist_once import build_once, session_root
 
 SIZE = 32
 TINY = ((2, 16, 2, 2), (2, 32, 1, 2), (2, 32, 1, 1))
@@ -100,34 +94,11 @@ def _build(root: Path) -> None:
 
     summary.kmodel_sha256 = hashlib.sha256(v4).hexdigest()
     write_json(summary_path(ws.kmodel_v4), summary.to_dict())
-    (root / "done").write_text(json.dumps({"built": time.time()}))
 
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    # getbasetemp().parent is shared by the xdist workers of one session
-    base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compare-workspace"
-    root.mkdir(parents=True, exist_ok=True)
-    lock = root.parent / "compare-workspace.lock"
-    while not (root / "done").exists():
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                if time.time() - lock.stat().st_mtime > 900:  # a crashed worker's stale lock
-                    lock.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
-            time.sleep(0.5)
-            continue
-        try:
-            if not (root / "done").exists():
-                _build(root)
-        finally:
-            os.close(fd)
-            lock.unlink(missing_ok=True)
-    return Workspace(root)
+    return Workspace(build_once(session_root(tmp_path_factory), "compare-workspace", _build))
 
 
 @pytest.fixture

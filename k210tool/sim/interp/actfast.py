@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_Y_LIMIT = 1 << 46  # |y| beyond which the activation is taken as saturated (checked, see _y_thresholds)
+_Y_LIMIT = 1 << 46  # |y| beyond which the activation is taken as saturated (checked, see y_thresholds)
 _BIG = np.int64(1) << 62
 
 
@@ -89,7 +89,7 @@ def build_fast(bn: tuple[np.ndarray, np.ndarray, np.ndarray], act: ActTable, off
     the exact one (alu units). Float32 rounding is then bounded by 2**-21 (eight unit roundoffs) of the
     magnitudes involved, for the outputs that matter (|u| <= 300; beyond, the output is saturated anyway).
     """
-    ys = _y_thresholds(act)
+    ys = y_thresholds(act)
     mul, shift, add = bn
     if ys is None or np.any(mul == 0) or not (np.all(mul > 0) or np.all(mul < 0)):
         return None
@@ -149,7 +149,7 @@ def _regular_prefix(tf: np.ndarray, levels: np.ndarray) -> int:
     return n
 
 
-def _y_thresholds(act: ActTable) -> tuple[int, np.ndarray] | None:
+def y_thresholds(act: ActTable) -> tuple[int, np.ndarray] | None:
     """Exact change points of the activation as a function of int64 y, if it is monotone non-decreasing."""
     if not act.sorted or np.any(act.mul < 0):
         return None

@@ -29,13 +29,16 @@ from k210tool.compile.kmodel.kpu import POOL_GEOMETRY, signed
 from k210tool.compile.kmodel.layout import row_layout
 from k210tool.compile.kmodel.model import KpuConv
 from k210tool.errors import InputError
+from k210tool.sim.interp import jit
 from k210tool.sim.interp.actfast import ActTable, FastAct, banker_shift, bn_act_exact, build_fast
+from k210tool.sim.interp.levels import LevelTable, build_levels
 
 _F32_K = 1024  # K * 128*128 <= 2**24: a centred float32 product sum is exact
 _RAW_K = 514  # K * 255*128 <= 2**24: with raw inputs and centred weights it is exact too
 _CHUNK = 1 << 18  # elements per chunk of the post-processing (stays in cache)
-_GEMM_COLS = 1 << 15  # columns per matrix product
+_GEMM_COLS = 32768  # columns per matrix product
 _DW_CHUNK = 1 << 16  # elements per depthwise chunk
+_JIT_COLS = 4096  # columns per compiled post-processing call (a share of a thread's work)
 _SELECT = {5: (0, 0), 6: (0, 1), 7: (0, 0)}  # pool type -> (dy, dx) of the selected pixel
 
 __all__ = ["KpuLayerRunner", "KpuModelError", "KpuRam", "banker_shift", "download", "pool", "upload"]
@@ -184,6 +187,8 @@ class KpuLayerRunner:
         self.bn = (bn.mul, bn.shift, bn.add)
         segs = conv.activation.segments()
         self.act = ActTable(*(np.array([s[k] for s in segs], np.int64) for k in ("x_start", "y_mul", "shift", "bias")))
+        self.levels: LevelTable | None = None  # set when the compiled kernels run this layer
+        self.fast: FastAct | None = None  # set when NumPy's certified float path runs it
         if self.depthwise:
             self._prepare_depthwise()
         else:
@@ -198,6 +203,16 @@ class KpuLayerRunner:
         # too (|(x-128)*(w-128)| <= 16384) and D = sum (x-128)*(w-128), which moves 128*sum(w)-16384*K into H.
         self.raw_x = k <= _RAW_K
         self.h = self.const if self.raw_x else 128 * sum_w - 16384 * k + self.const
+        if self.use_fast and jit.enabled():
+            # the kernel's a = D + P = alu - h, computed in float32 as D + fl32(P)
+            p_bound = (128 + abs(self.arg_x) / 2.0 ** self.shr_x) * 255 * k + 1
+            a_bound = self._sum_bound() + np.abs(self.const - self.h)
+            self._prepare_jit(self.h, a_bound, _f32_error(p_bound) + _f32_error(a_bound))
+        if self.levels is not None:
+            # one more row of ones: the product also yields each column's sum of x (exact, < 2**24)
+            ones = np.ones((1, k), self.w_centered.dtype)
+            self.w_gemm = np.ascontiguousarray(np.concatenate([self.w_centered, ones]))
+            return
         # P is added in float32: exact below 2**24, else rounded by at most 2**-24 of its size.
         p_bound = (128 + abs(self.arg_x) / 2.0 ** self.shr_x) * 255 * k + 1
         self.fast = build_fast(self.bn, self.act, self.h, 0.0, p_bound * 2.0 ** -24 if p_bound >= 2**24 else 0.0) \
@@ -207,6 +222,12 @@ class KpuLayerRunner:
         # u = sum over taps of x * (w + arg_x / 2^shr_x) * r - q approximates the level; the floor in
         # (arg_x*sum_x >> shr_x) makes it at most 1 alu unit off, inside the certified band.
         c, f = self.w_int.shape[0], self.filter
+        if self.use_fast and jit.enabled():
+            a_bound = self._sum_bound()  # the kernels' a = alu - const, exact, then rounded to float32
+            self._prepare_jit(self.const, a_bound, _f32_error(a_bound))
+        if self.levels is not None:
+            self.w_taps = np.ascontiguousarray(self.w_int.reshape(c, f * f), np.float32)
+            return
         w_eff = self.w_int.reshape(c, f * f) + self.arg_x / 2.0 ** self.shr_x
         partial = 255.0 * np.abs(w_eff).sum(axis=1)  # bound on the running tap sums
         # the floor error is in [0, 1): centring it (half an alu unit, q_dw) leaves +-0.5 to certify
@@ -215,6 +236,19 @@ class KpuLayerRunner:
             self.w_fast = (w_eff * self.fast.r.astype(np.float64)).astype(np.float32)
             self.q_dw = (self.fast.q.astype(np.float64) + 0.5 * self.fast.r).astype(np.float32)
 
+    def _sum_bound(self) -> int:
+        """A bound on |alu - const| = |sum(x*w) + (arg_x*sum(x) >> shr_x)| for uint8 x and w."""
+        box = 255 * self.k
+        return box * 255 + ((abs(self.arg_x) * box) >> self.shr_x) + 1
+
+    def _prepare_jit(self, offset: np.ndarray, a_bound: np.ndarray | int, a_error: np.ndarray | float) -> None:
+        """Thresholds and line for the compiled kernels, which compute ``a = alu - offset`` (``|a| <= a_bound``)
+        and round it to float32 (off by at most ``a_error``)."""
+        bound = np.broadcast_to(np.asarray(a_bound, np.int64), offset.shape)
+        self.levels = build_levels(self.bn, self.act, offset, bound)
+        if self.levels is not None:
+            self.jit_args = _jit_args(build_fast(self.bn, self.act, offset, 0.0, a_error), self.levels)
+
     # --------------------------------------------------------------------------------- running
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(IC, M, H, W) uint8 -> (OC, M, OH, OW) uint8."""
@@ -222,7 +256,10 @@ class KpuLayerRunner:
             raise KpuModelError(f"KPU layer expects {self.in_shape}, got {x.shape}")
         xp = x if self.filter == 1 else np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=self.pad_value)
         rows, cols = self._positions(x.shape[2], x.shape[3])
-        y = self._depthwise(xp, rows, cols) if self.depthwise else self._dense(xp, rows, cols)
+        if self.levels is not None:
+            y = self._depthwise_jit(xp, rows, cols) if self.depthwise else self._dense_jit(xp, rows, cols)
+        else:
+            y = self._depthwise(xp, rows, cols) if self.depthwise else self._dense(xp, rows, cols)
         return y if self.select is not None else pool(y, self.pool_type, self.out_shape)
 
     def _positions(self, h: int, w: int) -> tuple[slice, slice]:
@@ -232,12 +269,51 @@ class KpuLayerRunner:
         s, dy, dx = self.select
         return slice(dy, dy + (h // s) * s, s), slice(dx, dx + (w // s) * s, s)
 
-    def _dense(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+    def _columns(self, xp: np.ndarray, rows: slice, cols: slice) -> tuple[np.ndarray, int, int]:
+        """im2col: (IC*f*f, M*OH*OW) uint8 of the computed output pixels, and (OH, OW)."""
         ic, m = xp.shape[:2]
         f = self.filter
         taps = [xp[:, :, _shift(rows, ky), _shift(cols, kx)] for ky in range(f) for kx in range(f)]
         oh, ow = taps[0].shape[2:]
         col = np.stack(taps, axis=1).reshape(ic * f * f, m * oh * ow) if f > 1 else taps[0].reshape(ic, -1)
+        return col, oh, ow
+
+    def _dense_jit(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        col, oh, ow = self._columns(xp, rows, cols)
+        oc, m, lv = self.w_centered.shape[0], xp.shape[1], self.levels
+        out = np.empty((oc, col.shape[1]), np.uint8)
+        sum_offset = 0 if self.raw_x else 128 * self.k
+        for g in range(0, col.shape[1], _GEMM_COLS):
+            d = _centred_matmul(self.w_gemm, col[:, g : g + _GEMM_COLS], self.raw_x)
+
+            def finish(s: int, d: np.ndarray = d, g: int = g) -> None:
+                e = min(s + _JIT_COLS, d.shape[1])
+                jit.dense_levels(d, oc, s, e, sum_offset, self.arg_x, self.shr_x, *self.jit_args, lv.base, out, g)
+            parallel(finish, range(0, d.shape[1], _JIT_COLS))
+        return out.reshape(oc, m, oh, ow)
+
+    def _depthwise_jit(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        c, m = xp.shape[:2]
+        stride = rows.step or 1
+        oh = len(range(rows.start, rows.stop, stride))
+        ow = len(range(cols.start, cols.stop, stride))
+        out = np.empty((c, m, oh, ow), np.uint8)
+        lv = self.levels
+        step = max(1, c // 8)
+        if self.filter == 3 and stride == 1:
+            def finish(s: int) -> None:
+                jit.depthwise3_levels(xp, self.w_taps, self.arg_x, self.shr_x, s, min(c, s + step), *self.jit_args,
+                                      lv.base, out)
+        else:
+            def finish(s: int) -> None:
+                jit.depthwise_levels(xp, self.w_taps, self.filter, stride, rows.start, cols.start, oh, ow,
+                                     s, min(c, s + step), self.arg_x, self.shr_x, *self.jit_args, lv.base, out)
+        parallel(finish, range(0, c, step))
+        return out
+
+    def _dense(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        ic, m = xp.shape[:2]
+        col, oh, ow = self._columns(xp, rows, cols)
         sum_x = col.sum(axis=0, dtype=np.int64)
         p = 128 * sum_x + ((self.arg_x * sum_x) >> self.shr_x)
         oc = self.w_centered.shape[0]
@@ -355,6 +431,31 @@ def _dw_taps(xp: np.ndarray, f: int, rows: slice, cols: slice, oh: int, ow: int)
             ph = phases[(ry % step, rx % step)]
             taps.append(ph[:, :, ry // step : ry // step + oh, rx // step : rx // step + ow])
     return taps
+
+
+def _f32_error(bound: np.ndarray | float) -> np.ndarray | float:
+    """How far float32 may round an integer of magnitude up to ``bound`` (exact below 2**24)."""
+    b = np.asarray(bound, np.float64)
+    return np.where(b >= 2**24, b * 2.0**-24, 0.0)
+
+
+def _jit_args(fa: FastAct | None, lv: LevelTable) -> tuple[tuple, tuple]:
+    """The compiled kernels' line (float32 per channel, as NumPy's certified path) and thresholds.
+
+    Without a certified line every item goes to the thresholds (``half_band`` -1: always flagged).
+    """
+    c = len(lv.sign)
+
+    def per_channel(v: np.ndarray | float) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float32).reshape(-1), (c,)))
+    if fa is None:
+        line = (per_channel(0.0), per_channel(0.0), per_channel(-1.0), per_channel(np.inf), np.float32(0),
+                np.float32(255))
+    else:
+        top = fa.top if fa.check_top else np.inf
+        line = (per_channel(fa.r), per_channel(fa.q), per_channel(np.float32(0.5) - fa.band), per_channel(top),
+                np.float32(fa.lo), np.float32(fa.hi))
+    return line, (lv.sign, lv.thresholds, lv.lo, lv.scale, lv.start)
 
 
 def _shift(sl: slice, k: int) -> slice:
