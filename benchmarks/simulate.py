@@ -6,11 +6,16 @@ the Simulator runs one image at a time (single-threaded C++), the interpreter ru
 matrix products may use a second BLAS thread). The interpreter's outputs on the images both engines ran
 are compared bit for bit with the Simulator's, and the transcoded kmodel v4 is timed too.
 
+Second part (``_pool.py``; skip with ``--no-pool``): each engine in one process vs the process pool that
+``compare`` uses (target for nncase's Simulator: >= 1.8x on 2 free cores), and the float model's images/s
+(TensorFlow, batched, then from the float cache).
+
 Measured, never constant: wall time and process CPU time of each run are printed; the speed-up is the
 ratio of images/s. On a busy machine the figures move together, the ratio less so.
 
 Usage: .venv/bin/python benchmarks/simulate.py [--form kpu|paper|both] [--images 64] [--sim-images 8]
-       .venv/bin/python benchmarks/simulate.py --kmodel face.kmodel --images 32
+       .venv/bin/python benchmarks/simulate.py --kmodel face.kmodel --model face.h5 --images 32
+       .venv/bin/python benchmarks/simulate.py --no-pool
 """
 
 from __future__ import annotations
@@ -82,6 +87,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=64, help="images through the interpreter")
     parser.add_argument("--sim-images", type=int, default=8, help="images through the Simulator")
     parser.add_argument("--chunk", type=int, default=16, help="interpreter batch size")
+    parser.add_argument("--model", type=Path, help="the float model --kmodel came from (pool/float part)")
+    parser.add_argument("--no-pool", action="store_true", help="skip the pool and float part")
+    parser.add_argument("--pool-nncase-images", type=int, default=32, help="pool part: images through nncase")
+    parser.add_argument("--pool-numpy-images", type=int, default=96, help="pool part: images through NumPy")
+    parser.add_argument("--float-images", type=int, default=256, help="pool part: images through the float model")
+    parser.add_argument("--workers", type=int, help="pool size (default: every core)")
     args = parser.parse_args()
     import os
 
@@ -115,7 +126,20 @@ def main() -> int:
               f"{r['speedup']:7.1f}x {r['cpu_speedup']:5.1f}x  {r['check']}")
     with open("/proc/loadavg") as fh:
         print(f"machine load average while measuring: {fh.read().split()[0]} on {os.cpu_count()} cores")
-    return 0
+    if args.no_pool:
+        return 0
+    if args.kmodel and not args.model:
+        print("pool part skipped: give --model (the float model of --kmodel) to run it", file=sys.stderr)
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _pool
+
+    print()
+    pool_args = ["--nncase-images", str(args.pool_nncase_images), "--numpy-images", str(args.pool_numpy_images),
+                 "--float-images", str(args.float_images)]
+    pool_args += ["--workers", str(args.workers)] if args.workers else []
+    pool_args += ["--model", str(args.model), "--kmodel", str(args.kmodel)] if args.kmodel else []
+    return _pool.main(pool_args)
 
 
 if __name__ == "__main__":

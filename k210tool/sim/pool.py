@@ -65,7 +65,7 @@ def simulate(kmodel: bytes, images: np.ndarray, engine: str = "nncase", *, worke
     """Outputs of the kmodel for uint8 NHWC ``images`` (batch first, input order), using ``workers`` processes.
 
     ``workers=None``: nncase on every available core; NumPy in this process, where the interpreter already
-    spreads its work over the cores with threads (``benchmarks/simulate_pool.py`` measured the threaded single
+    spreads its work over the cores with threads (``benchmarks/simulate.py`` measured the threaded single
     process faster than a pool of single-threaded workers). A run smaller than two chunks stays in this process.
     """
     import time

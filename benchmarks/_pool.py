@@ -7,8 +7,9 @@ Every figure is measured here (wall and CPU seconds): the pool's wall time inclu
 per worker, as in a real ``compare`` run. Pool outputs are checked byte for byte against the
 single-process outputs. The load average is printed: on a busy machine the pool cannot gain much.
 
-Usage: .venv/bin/python benchmarks/simulate_pool.py [--nncase-images 32] [--numpy-images 96] [--workers N]
-       .venv/bin/python benchmarks/simulate_pool.py --model face.h5 --kmodel face.kmodel
+Run as the second part of ``benchmarks/simulate.py`` (its --pool-* options), or on its own:
+       .venv/bin/python benchmarks/_pool.py [--nncase-images 32] [--numpy-images 96] [--workers N]
+       .venv/bin/python benchmarks/_pool.py --model face.h5 --kmodel face.kmodel
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def bench_float(model: Path, kmodel: Path, images: np.ndarray, cache: Path) -> l
     return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="float model (default: build the demo MobileFaceNet)")
     parser.add_argument("--kmodel", type=Path, help="kmodel v5 convert wrote from --model")
@@ -108,7 +109,7 @@ def main() -> int:
     parser.add_argument("--numpy-images", type=int, default=96)
     parser.add_argument("--float-images", type=int, default=256)
     parser.add_argument("--workers", type=int, default=None, help="pool size (default: every core)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if (args.model is None) != (args.kmodel is None):
         parser.error("give --model and --kmodel together")
 
