@@ -1,6 +1,8 @@
 """What the KPU rewrite buys, measured by nncase 1.9 (issue 3). Run: .venv/bin/python benchmarks/rewrite.py
 
-For the paper's MobileFaceNet (demo model) and a MobileNetV2-backbone face model (JHFace style: keras
+For the paper's MobileFaceNet (demo model, 12 residual adds), the same network with the first block of
+every bottleneck row plain (10 adds: the variant ../shared/K210_FACTS.md measured, 121 convs / 77 uploads
+as is), and a MobileNetV2-backbone face model (JHFace style: keras
 applications MobileNetV2 + Dense embedding), compile the model as it is and after `k210tool rewrite`, and
 print nncase's own figures: KPU convs, KPU uploads (CPU<->KPU round trips), CPU ops besides glue, memory
 TOTAL and kmodel size, plus the float cosine the rewrite costs and the lint's prediction beside each.
@@ -38,8 +40,7 @@ def main() -> None:
     from k210tool.model.load import load_model
     from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
     from k210tool.preprocess import Preprocess, load_folder
-
-    from k210tool.train.models.mobilefacenet import randomize_affine, settle_batchnorm
+    from k210tool.train.models.mobilefacenet import build_mobilefacenet, randomize_affine, settle_batchnorm
 
     demo = demo_folder()
     scratch = Path(tempfile.mkdtemp())
@@ -47,8 +48,12 @@ def main() -> None:
     randomize_affine(mnv2)  # the same "trained-looking" statistics as the demo MobileFaceNet
     pre = Preprocess(112, 112)
     settle_batchnorm(mnv2, pre.normalize(load_folder(demo / "faces", pre, 32).images), batch_size=32)
+    mfn10 = build_mobilefacenet(first_block_residual=False)
+    randomize_affine(mfn10)
+    settle_batchnorm(mfn10, pre.normalize(load_folder(demo / "faces", pre, 32).images), batch_size=32)
     models = {
-        "MobileFaceNet (paper)": demo / "mobilefacenet.h5",
+        "MobileFaceNet (paper, 12 adds)": demo / "mobilefacenet.h5",
+        "MobileFaceNet (10 adds)": save_h5(mfn10, scratch / "mfn10.h5"),
         "MobileNetV2 face (alpha 0.35, 112)": save_h5(mnv2, scratch / "mnv2.h5"),
     }
     rows = []

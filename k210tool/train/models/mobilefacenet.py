@@ -32,6 +32,9 @@ class MobileFaceNetConfig:
     prelu_init: float = 0.25
     weight_decay: float = 0.0
     bottlenecks: tuple[tuple[int, int, int, int], ...] = PAPER_BOTTLENECKS
+    # True: a shortcut wherever stride 1 keeps the channels (the paper's table read as MobileNetV2 does, and
+    # insightface): 12 residual adds. False: the first block of every table row is plain: 10 adds.
+    first_block_residual: bool = True
 
 
 def build_mobilefacenet(config: MobileFaceNetConfig | None = None, name: str = "mobilefacenet", **kw: Any) -> Any:
@@ -86,7 +89,8 @@ def build_mobilefacenet(config: MobileFaceNetConfig | None = None, name: str = "
             y = act(bn(conv(x, expanded, 1, 1, prefix + "_expand"), prefix + "_expand"), prefix + "_expand")
             y = act(bn(conv(y, expanded, 3, stride, prefix, depthwise=True), prefix), prefix)
             y = bn(conv(y, c, 1, 1, prefix + "_project"), prefix + "_project")
-            x = L.Add(name=uid(prefix + "_add"))([x, y]) if stride == 1 and channels == c else y
+            shortcut = stride == 1 and channels == c and (i > 0 or cfg.first_block_residual)
+            x = L.Add(name=uid(prefix + "_add"))([x, y]) if shortcut else y
             channels = c
     x = act(bn(conv(x, 512, 1, 1, "head"), "head"), "head")
     spatial = int(x.shape[1])
