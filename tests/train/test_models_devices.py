@@ -37,6 +37,16 @@ def test_expansion_scale_changes_the_width_of_the_bottlenecks() -> None:
     assert b.count_params() > a.count_params()
 
 
+def test_first_block_residual_adds_a_shortcut_to_each_row_that_keeps_its_channels() -> None:
+    from k210tool.train.models.mobilefacenet import build_mobilefacenet
+
+    rows = ((2, 16, 2, 2), (2, 16, 3, 1), (2, 32, 2, 1))  # row 2 starts at stride 1 with equal channels
+    adds = {flag: sum(type(layer).__name__ == "Add" for layer in build_mobilefacenet(
+        input_size=32, width=16, embedding_size=16, bottlenecks=rows, first_block_residual=flag).layers)
+        for flag in (True, False)}
+    assert adds == {True: 1 + 3 + 1, False: 1 + 2 + 1}
+
+
 @pytest.mark.parametrize("name, size", [("mobilenet_v1", 64), ("mobilenet_v2", 64), ("resnet50", 64)])
 def test_keras_application_backbones_are_flat_embedding_models(name: str, size: int) -> None:
     m = build_backbone(ModelConfig(backbone=name, input_size=size, embedding_size=24, alpha=0.5))
