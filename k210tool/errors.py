@@ -36,9 +36,7 @@ class CompileError(K210ToolError):
 
 
 class DoesNotFitError(K210ToolError):
-    """The model does not fit the board (memory or flash). Exit code 3, so scripts can tell it apart."""
-
-    exit_code = 3
+    """The model does not fit the board (memory or flash). Exit code 2 like every refused input (issue 2)."""
 
 
 class FirmwareError(K210ToolError):

@@ -90,7 +90,7 @@ def cli() -> None:
       k210tool deploy --port /dev/ttyUSB0 main.py
 
     Every command takes --json (machine-readable output on stdout) and --debug (tracebacks).
-    Exit codes: 0 ok, 1 internal error, 2 bad input or refused, 3 does not fit the board,
+    Exit codes: 0 ok, 1 internal error, 2 bad input, refused or does not fit the board,
     4 a quality gate failed, 130 interrupted.
     Run `k210tool COMMAND --help` for details and examples.
     """

@@ -27,7 +27,7 @@ def check(model: Path, board: str, firmware: str | None, rewritten: bool, prelu:
     """Predict, per layer, what runs on the KPU and what falls back to the CPU (and why), the KPU<->CPU
     round trips, the memory estimate against the board's limit, and whether the kmodel fits flash.
 
-    Exit code 3 when the model cannot fit the board.
+    Exit code 2 when the model cannot fit the board.
 
     \b
     Examples:
