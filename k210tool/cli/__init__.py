@@ -105,9 +105,8 @@ def _quiet_tensorflow() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, map errors to one-line messages and exit codes."""
-    from k210tool.errors import K210ToolError
-
     from k210tool.cli import common
+    from k210tool.errors import K210ToolError
 
     _quiet_tensorflow()
     common.EMITTED = False  # one result per invocation (main() may run many times in one process)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 
 def run(job_dir: Path) -> int:
-    import numpy as np
-
+    import numpy as np  # noqa: I001 - numpy before nncase, the order this worker was validated with
     import nncase
 
     job = json.loads((job_dir / "job.json").read_text())
