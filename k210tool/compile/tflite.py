@@ -18,12 +18,24 @@ def export_tflite(model: Any, input_shape: tuple[int, int, int]) -> bytes:
     tf = import_tf()
     spec = tf.TensorSpec([1, *input_shape], tf.float32, name="input")
     fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    # The converter saves its trackable object as a SavedModel first. Given the Keras model, that traces
+    # every layer's call functions (3/4 of the export time of a MobileFaceNet); a bare module holding the
+    # variables gives the same flatbuffer, byte for byte, in a quarter of the time. Kept as a fallback.
+    holder = tf.Module()
+    holder.held_variables = list(model.variables)
     try:
         with quiet_stderr():
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], model)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            return bytes(converter.convert())
+            try:
+                return _convert(tf, fn, holder)
+            except Exception:  # noqa: BLE001 - the slow path below reports the real error
+                return _convert(tf, fn, model)
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompileError(f"TensorFlow Lite cannot export this model: {first}",
                            "ops outside TFLite's builtin set cannot run on the K210 either") from None
+
+
+def _convert(tf: Any, fn: Any, trackable: Any) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], trackable)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return bytes(converter.convert())
