@@ -11,6 +11,7 @@ import numpy as np
 
 from k210tool.errors import InputError
 from k210tool.sim.engine import to_layout
+from k210tool.sim.interp.kpu import blas_limited
 
 DEFAULT_CHUNK = 16
 
@@ -55,11 +56,12 @@ class NumpyEngine:
             raise InputError(f"input batch {tuple(batch.shape)} does not match the kmodel input "
                              f"{list(desc.shape)} ({self.input_layout})", "prepare images with the model's Preprocess")
         results: list[list[np.ndarray]] = [[] for _ in range(self.outputs)]
-        for i in range(0, len(x), self.chunk):
-            part = x[i : i + self.chunk]
-            outs = self.program.run_images(part.reshape(len(part), -1), self._pool_for(len(part)))
-            for j, o in enumerate(outs):
-                results[j].append(o)
+        with blas_limited():
+            for i in range(0, len(x), self.chunk):
+                part = x[i : i + self.chunk]
+                outs = self.program.run_images(part.reshape(len(part), -1), self._pool_for(len(part)))
+                for j, o in enumerate(outs):
+                    results[j].append(o)
         return [np.concatenate(r).reshape((len(x),) + _per_image(t.shape)).astype(np.float32)
                 for r, t in zip(results, self.model.outputs, strict=True)]
 

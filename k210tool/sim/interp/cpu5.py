@@ -17,6 +17,8 @@ import numpy as np
 from k210tool.compile.kmodel.model import MemoryRange, Op
 from k210tool.compile.kmodel.stackvm import i32
 from k210tool.errors import InputError
+from k210tool.sim.interp import jit
+from k210tool.sim.interp.kpu import parallel
 from k210tool.sim.interp.memory import v5_dtype
 
 Step = Callable[[Any], None]
@@ -37,7 +39,12 @@ def build_dequantize(op: Op) -> Step:
 
     def step(mem: Any) -> None:
         src = _t(mem, a["input"], a["shape"], a["in_strides"])
-        _t(mem, a["output"], a["shape"], a["out_strides"])[...] = src.astype(F32) * scale + bias
+        dst = _t(mem, a["output"], a["shape"], a["out_strides"])
+        rows = _row_views(src, dst)
+        if rows is not None and dst.dtype == F32:
+            _by_images(lambda s, d: jit.dequantize(s, scale, bias, d), *rows)
+        else:
+            dst[...] = src.astype(F32) * scale + bias
     return step
 
 
@@ -45,12 +52,46 @@ def build_quantize(op: Op) -> Step:
     a = op.args
     scale, bias = F32(a["scale"]), F32(a["bias"])
     info = np.iinfo(v5_dtype(a["dst_datatype"]))
+    lo, hi = F32(info.min), F32(info.max)
 
     def step(mem: Any) -> None:
         src = _t(mem, a["input"], a["shape"], a["in_strides"])
-        q = np.clip(np.rint(src * scale + bias), info.min, info.max)
-        _t(mem, a["output"], a["shape"], a["out_strides"])[...] = q
+        dst = _t(mem, a["output"], a["shape"], a["out_strides"])
+        rows = _row_views(src, dst)
+        if rows is not None and src.dtype == F32:
+            _by_images(lambda s, d: jit.quantize(s, scale, bias, lo, hi, d), *rows)
+        else:
+            dst[...] = np.clip(np.rint(src * scale + bias), info.min, info.max)
     return step
+
+
+def _row_views(*xs: np.ndarray) -> list[list[np.ndarray]] | None:
+    """Per image, a 1-D view of each (N, ...) tensor whose per-image part is dense (the compiled kernels
+    vectorize on those); None when numba is off or a tensor is strided inside an image."""
+    if not jit.enabled():
+        return None
+    out = []
+    for x in xs:
+        want = x.itemsize
+        for d, s in zip(reversed(x.shape[1:]), reversed(x.strides[1:]), strict=True):
+            if d > 1 and s != want:
+                return None
+            want *= d
+        count = int(np.prod(x.shape[1:]))
+        flat = np.lib.stride_tricks.as_strided(x, (x.shape[0], count), (x.strides[0], x.itemsize))
+        out.append(list(flat))
+    return out
+
+
+def _by_images(fn: Callable[[np.ndarray, np.ndarray], None], src: list[np.ndarray], dst: list[np.ndarray]) -> None:
+    """``fn`` on each image's (source, destination), the images shared among the interpreter's threads."""
+    n = len(src)
+    step = max(1, -(-n // 2))
+
+    def part(i: int) -> None:
+        for k in range(i, min(n, i + step)):
+            fn(src[k], dst[k])
+    parallel(part, range(0, n, step))
 
 
 _BINARY: dict[int, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {

@@ -69,12 +69,26 @@ def _line(a, c, line, out, flags):  # noqa: ANN001, ANN202
         out[j] = np.int32(min(max(rr, lo_v), hi_v))
 
 
+@_njit(inline="always")
+def _flagged(flags, words):  # noqa: ANN001, ANN202
+    """Positions of the set bytes of ``flags`` (length a multiple of 8), skipping eight clear ones at a time."""
+    found = []
+    for k in range(words.shape[0]):
+        if words[k]:
+            for j in range(8 * k, 8 * k + 8):
+                if flags[j]:
+                    found.append(j)
+    return found
+
+
 @_njit
 def dense_levels(d, rows, p0, p1, sum_offset, arg_x, shr_x, line, levels, base, out, o0):  # noqa: ANN001, ANN201
     """Output levels of a matrix-product layer for columns p0..p1 of ``d`` into ``out[:, o0+p0 : o0+p1]``.
 
     ``d`` (rows + 1, P) holds exact integers: rows ``0..rows`` the product sums ``D``, the last row the
     column sums of ``x`` (less ``sum_offset``); ``alu - offset = D + 128*sum_x + (arg_x*sum_x >> shr_x)``.
+    One vectorized pass per row computes the line, the level and a flag byte; the flagged items (about
+    one in a hundred) are then found eight bytes at a time and looked up exactly.
     """
     n = p1 - p0
     px = np.empty(n, np.int64)
@@ -84,66 +98,82 @@ def dense_levels(d, rows, p0, p1, sum_offset, arg_x, shr_x, line, levels, base, 
         sx = np.int64(sums[j]) + sum_offset
         px[j] = 128 * sx + ((arg_x * sx) >> shr_x)
         pxf[j] = np.float32(px[j])
-    a = np.empty(n, d.dtype)
-    flags = np.empty(n, np.bool_)
+    flags = np.zeros(-(-n // 8) * 8, np.uint8)
+    words = flags.view(np.uint64)
+    r, q, half_band, top, lo_v, hi_v = line
     sign, thresholds, lo, scale, start = levels
     for c in range(rows):
         row = d[c, p0:p1]
         o = out[c, o0 + p0 : o0 + p1]
+        rc, qc, hb, tc = r[c], q[c], half_band[c], top[c]
         for j in range(n):
-            a[j] = row[j] + pxf[j]
-        _line(a, c, line, o, flags)
-        for j in range(n):
-            if flags[j]:
-                exact = sign[c] * (np.int64(row[j]) + px[j])
-                o[j] = base + _level(exact, c, thresholds, lo, scale, start)
+            w = (row[j] + pxf[j]) * rc - qc
+            rr = np.rint(w)
+            flags[j] = (np.abs(w - rr) > hb) | (rr >= tc)
+            o[j] = np.int32(min(max(rr, lo_v), hi_v))
+        for k in range(words.shape[0]):  # the flagged items, eight flags at a time
+            if words[k]:
+                for j in range(8 * k, 8 * k + 8):
+                    if flags[j]:
+                        exact = sign[c] * (np.int64(row[j]) + px[j])
+                        o[j] = base + _level(exact, c, thresholds, lo, scale, start)
 
 
 @_njit
-def depthwise3_levels(xp, w, arg_x, shr_x, c0, c1, line, levels, base, out):  # noqa: ANN001, ANN201
-    """A 3x3 stride-1 depthwise layer for channels c0..c1 of the padded map ``xp`` (C, M, H+2, W+2) uint8.
+def depthwise3_levels(x, pad_value, wf, w_int, arg_x, shr_x, c0, c1, line, levels, base, out):  # noqa: ANN001, ANN201
+    """A 3x3 stride-1 depthwise layer for channels c0..c1 of the map ``x`` (C, M, H, W) uint8.
 
-    ``w`` (C, 9) float32; ``out`` (C, M, H, W) uint8. A channel's M padded planes are one flat array: the
-    output at flat position ``i`` reads ``i + {0, 1, 2, P, P+1, P+2, 2P, ...}`` (P the padded width), so
-    one long loop covers every image, small maps included; the positions that fall on padding columns
-    or rows are computed and dropped. The nine products and the box sum are exact in float32 (integers
-    below 9 * 255 * 255), the ``arg_x`` term exact in float64.
+    ``out`` (C, M, H, W) uint8. A channel's M planes, padded with ``pad_value``, are one flat float32
+    array of (H+2)*(W+2) per plane: the output at flat position
+    ``i`` reads ``i + {0, 1, 2, P, P+1, P+2, 2P, ...}`` (P the padded width), so one long loop covers every
+    image, small maps included; the positions that fall on padding columns or rows are computed and
+    dropped. The loop is float32 throughout, so it vectorizes: ``wf`` (C, 9) holds ``w + arg_x/2^shr_x``
+    rounded to float32, and ``sum(x * wf)`` approximates ``alu - const + 0.5`` (the floor of the ``arg_x``
+    term is half a unit off on average) within the error the line was certified for. The flagged items
+    are recomputed from ``w_int`` (C, 9) int64 in exact integers.
     """
-    m_count, hp, wp = xp.shape[1], xp.shape[2], xp.shape[3]
-    oh, ow = hp - 2, wp - 2
+    m_count, oh, ow = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = oh + 2, ow + 2
     size = m_count * hp * wp
     n = size - 2 * wp - 2  # the last output's flat position + 1
     xf = np.empty(size, np.float32)
-    a = np.empty(n, np.float32)
     levels_flat = np.empty(n, np.uint8)
-    flags = np.empty(n, np.bool_)
-    ax = np.float64(arg_x) * 2.0 ** -shr_x  # exact: arg_x is 24 bits
+    flags = np.zeros(-(-n // 8) * 8, np.uint8)
+    words = flags.view(np.uint64)
+    r, q, half_band, top, lo_v, hi_v = line
     sign, thresholds, lo, scale, start = levels
+    pad = np.float32(pad_value)
+    for i in range(size):
+        xf[i] = pad
     for c in range(c0, c1):
-        src = xp[c].ravel()
-        for i in range(size):
-            xf[i] = src[i]
+        for m in range(m_count):  # the interior; the border keeps the pad value
+            for y in range(oh):
+                src_row = x[c, m, y]
+                dst_row = xf[(m * hp + y + 1) * wp + 1 :]
+                for j in range(ow):
+                    dst_row[j] = src_row[j]
         t0, t1, t2 = xf[0:], xf[1:], xf[2:]
         t3, t4, t5 = xf[wp:], xf[wp + 1 :], xf[wp + 2 :]
         t6, t7, t8 = xf[2 * wp :], xf[2 * wp + 1 :], xf[2 * wp + 2 :]
-        w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[c, 0], w[c, 1], w[c, 2], w[c, 3], w[c, 4], w[c, 5], w[c, 6], \
-            w[c, 7], w[c, 8]
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = wf[c, 0], wf[c, 1], wf[c, 2], wf[c, 3], wf[c, 4], wf[c, 5], \
+            wf[c, 6], wf[c, 7], wf[c, 8]
+        rc, qc, hb, tc = r[c], q[c], half_band[c], top[c]
         for i in range(n):
-            x0, x1, x2, x3, x4, x5, x6, x7, x8 = t0[i], t1[i], t2[i], t3[i], t4[i], t5[i], t6[i], t7[i], t8[i]
-            dot = x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3 + x4 * w4 + x5 * w5 + x6 * w6 + x7 * w7 + x8 * w8
-            box = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7 + x8
-            a[i] = np.float32(np.float64(dot) + np.floor(np.float64(box) * ax))
-        _line(a, c, line, levels_flat, flags)
-        for i in range(n):
-            if flags[i]:
-                dot_i = np.int64(0)
-                box_i = np.int64(0)
-                for k in range(9):
-                    v = np.int64(src[i + (k // 3) * wp + k % 3])
-                    dot_i += v * np.int64(w[c, k])
-                    box_i += v
-                exact = sign[c] * (dot_i + ((arg_x * box_i) >> shr_x))
-                levels_flat[i] = base + _level(exact, c, thresholds, lo, scale, start)
+            v = t0[i] * w0 + t1[i] * w1 + t2[i] * w2 + t3[i] * w3 + t4[i] * w4 + t5[i] * w5 + t6[i] * w6 \
+                + t7[i] * w7 + t8[i] * w8
+            w = v * rc - qc
+            rr = np.rint(w)
+            flags[i] = (np.abs(w - rr) > hb) | (rr >= tc)
+            levels_flat[i] = np.int32(min(max(rr, lo_v), hi_v))
+        for i in _flagged(flags, words):
+            dot_i = np.int64(0)
+            box_i = np.int64(0)
+            for k in range(9):
+                v8 = np.int64(xf[i + (k // 3) * wp + k % 3])
+                dot_i += v8 * w_int[c, k]
+                box_i += v8
+            exact = sign[c] * (dot_i + ((arg_x * box_i) >> shr_x))
+            levels_flat[i] = base + _level(exact, c, thresholds, lo, scale, start)
         for m in range(m_count):
             for oy in range(oh):
                 row = levels_flat[(m * hp + oy) * wp :]
@@ -188,3 +218,19 @@ def depthwise_levels(xp, w, f, stride, dy, dx, oh, ow, c0, c1, arg_x, shr_x, lin
                     if flags[ox]:
                         exact = sign[c] * (dot[ox] + ((arg_x * box[ox]) >> shr_x))
                         o[ox] = base + _level(exact, c, thresholds, lo, scale, start)
+
+
+# ------------------------------------------------------------------------------------- CPU ops
+@_njit
+def quantize(src, scale, bias, lo, hi, dst):  # noqa: ANN001, ANN201
+    """nncase's quantize of one image's dense tensor: ``clamp(nearbyint(x*scale + bias))``, one float32
+    rounding per operation (no fused multiply-add: numba keeps IEEE semantics unless told otherwise)."""
+    for j in range(src.shape[0]):
+        dst[j] = min(max(np.rint(src[j] * scale + bias), lo), hi)
+
+
+@_njit
+def dequantize(src, scale, bias, dst):  # noqa: ANN001, ANN201
+    """nncase's dequantize of one image's dense tensor: ``float(x)*scale + bias`` in float32."""
+    for j in range(src.shape[0]):
+        dst[j] = np.float32(src[j]) * scale + bias

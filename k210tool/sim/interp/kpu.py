@@ -19,6 +19,7 @@ only the selected pixels are computed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +39,10 @@ _RAW_K = 514  # K * 255*128 <= 2**24: with raw inputs and centred weights it is 
 _CHUNK = 1 << 18  # elements per chunk of the post-processing (stays in cache)
 _GEMM_COLS = 32768  # columns per matrix product
 _DW_CHUNK = 1 << 16  # elements per depthwise chunk
-_JIT_COLS = 4096  # columns per compiled post-processing call (a share of a thread's work)
+_BLOCK_COLS = (512, 2048)  # columns per fused product + levels task: fits L2, enough tasks for every thread
 _SELECT = {5: (0, 0), 6: (0, 1), 7: (0, 0)}  # pool type -> (dy, dx) of the selected pixel
 
-__all__ = ["KpuLayerRunner", "KpuModelError", "KpuRam", "banker_shift", "download", "pool", "upload"]
+__all__ = ["KpuLayerRunner", "KpuModelError", "KpuRam", "banker_shift", "blas_limited", "download", "pool", "upload"]
 
 
 class KpuModelError(InputError):
@@ -110,45 +111,83 @@ def from_cm(x: np.ndarray, n: int) -> np.ndarray:
     return x.transpose(1, 0, 2, 3).reshape(n, m // n, c, h, w)
 
 
+class _Lazy:
+    """A feature map kept in channel-major form at ``start``; ``covered`` lists the byte ranges later
+    stores overwrote (those bytes are no longer this map's)."""
+
+    __slots__ = ("covered", "end", "shape", "start", "x")
+
+    def __init__(self, start: int, end: int, shape: tuple[int, int, int, int], x: np.ndarray) -> None:
+        self.start, self.end, self.shape, self.x = start, end, shape, x
+        self.covered: list[tuple[int, int]] = []
+
+    def cover(self, a: int, b: int) -> bool:
+        """Mark [a, b) overwritten; True when nothing of the map is left."""
+        self.covered = _merge(self.covered + [(max(a, self.start), min(b, self.end))])
+        return self.covered == [(self.start, self.end)]
+
+
 class KpuRam:
     """KPU RAM whose feature maps stay in channel-major form until something reads them as bytes.
 
-    ``store`` keeps a map lazily at its address; ``load`` of the same address and shape returns it as is;
-    any other access writes the overlapping maps into the byte array first, so reads always see exactly
-    the bytes the hardware would hold.
+    ``store`` keeps a map lazily at its address; ``load`` of the same address and shape returns it as is.
+    A store that overwrites part of an older map only marks those bytes as the newer map's: the older map
+    is written out (its remaining bytes only) if and when something reads them, which in nncase's memory
+    plans is usually never. Any access that is not an exact hit writes the overlapping maps into the byte
+    array first, so reads always see exactly the bytes the hardware would hold.
     """
 
     def __init__(self, ram: np.ndarray) -> None:
         self.ram = ram
         self.n = ram.shape[0]
-        self.maps: dict[int, tuple[int, tuple[int, int, int, int], np.ndarray]] = {}
+        self.maps: list[_Lazy] = []
 
     def store(self, start: int, shape: tuple[int, int, int, int], x: np.ndarray) -> None:
         end = start + shape[0] * fmap_bytes(*shape[1:])
         if end > self.ram.shape[1] or start < 0:
             raise KpuModelError(f"feature map {shape} at {start} lies outside the 2 MiB KPU RAM")
-        for s, (e, _shape, _x) in list(self.maps.items()):
-            if s < end and start < e:
-                if not (start <= s and e <= end):  # partly overwritten: its other bytes stay visible
-                    self._flush(s)
-                self.maps.pop(s, None)
-        self.maps[start] = (end, shape, x)
+        self.maps = [m for m in self.maps if not (m.start < end and start < m.end and m.cover(start, end))]
+        self.maps.append(_Lazy(start, end, shape, x))
 
     def load(self, start: int, shape: tuple[int, int, int, int]) -> np.ndarray:
-        hit = self.maps.get(start)
-        if hit is not None and hit[1] == shape:
-            return hit[2]
+        for m in self.maps:
+            if m.start == start and m.shape == shape and not m.covered:
+                return m.x
         self.flush_range(start, start + shape[0] * fmap_bytes(*shape[1:]))
         return to_cm(download(self.ram, start, shape))
 
     def flush_range(self, start: int, end: int) -> None:
-        for s, (e, _shape, _x) in list(self.maps.items()):
-            if s < end and start < e:
-                self._flush(s)
+        """Write every map with bytes in [start, end) into the byte array (each map its own bytes only)."""
+        keep = []
+        for m in self.maps:
+            if m.start < end and start < m.end:
+                self._write(m)
+            else:
+                keep.append(m)
+        self.maps = keep
 
-    def _flush(self, start: int) -> None:
-        _end, shape, x = self.maps.pop(start)
-        upload(self.ram, start, from_cm(x, self.n))
+    def _write(self, m: _Lazy) -> None:
+        if not m.covered:
+            upload(self.ram, m.start, from_cm(m.x, self.n))
+            return
+        # lay the whole map out over a copy of the current bytes, then keep the ranges still its own
+        scratch = self.ram[:, m.start : m.end].copy()
+        upload(scratch, 0, from_cm(m.x, self.n))
+        pos = m.start
+        for a, b in m.covered + [(m.end, m.end)]:
+            if pos < a:
+                self.ram[:, pos:a] = scratch[:, pos - m.start : a - m.start]
+            pos = max(pos, b)
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 # ------------------------------------------------------------------------------------ one layer
@@ -223,10 +262,20 @@ class KpuLayerRunner:
         # (arg_x*sum_x >> shr_x) makes it at most 1 alu unit off, inside the certified band.
         c, f = self.w_int.shape[0], self.filter
         if self.use_fast and jit.enabled():
-            a_bound = self._sum_bound()  # the kernels' a = alu - const, exact, then rounded to float32
-            self._prepare_jit(self.const, a_bound, _f32_error(a_bound))
+            a_bound = self._sum_bound()
+            w_taps = self.w_int.reshape(c, f * f)
+            if f == 3 and self.select is None:
+                # depthwise3_levels: v = sum(x * fl32(w + arg_x/2^shr_x)) in float32 for a = alu - const + 0.5
+                w_eff = w_taps + self.arg_x / 2.0**self.shr_x  # exact in float64
+                self.w_f32 = np.ascontiguousarray(w_eff, np.float32)
+                weight_error = 255.0 * np.abs(self.w_f32 - w_eff).sum(axis=1)
+                rounding = 16 * 2.0**-24 * 255.0 * np.abs(self.w_f32.astype(np.float64)).sum(axis=1)
+                self._prepare_jit(self.const, a_bound, 0.5 + weight_error + rounding, line_offset=self.const - 0.5)
+            else:  # depthwise_levels: a = alu - const, exact, then rounded to float32
+                self._prepare_jit(self.const, a_bound, _f32_error(a_bound))
         if self.levels is not None:
             self.w_taps = np.ascontiguousarray(self.w_int.reshape(c, f * f), np.float32)
+            self.w_taps_int = np.ascontiguousarray(self.w_int.reshape(c, f * f))
             return
         w_eff = self.w_int.reshape(c, f * f) + self.arg_x / 2.0 ** self.shr_x
         partial = 255.0 * np.abs(w_eff).sum(axis=1)  # bound on the running tap sums
@@ -241,21 +290,27 @@ class KpuLayerRunner:
         box = 255 * self.k
         return box * 255 + ((abs(self.arg_x) * box) >> self.shr_x) + 1
 
-    def _prepare_jit(self, offset: np.ndarray, a_bound: np.ndarray | int, a_error: np.ndarray | float) -> None:
-        """Thresholds and line for the compiled kernels, which compute ``a = alu - offset`` (``|a| <= a_bound``)
-        and round it to float32 (off by at most ``a_error``)."""
+    def _prepare_jit(self, offset: np.ndarray, a_bound: np.ndarray | int, a_error: np.ndarray | float,
+                     line_offset: np.ndarray | None = None) -> None:
+        """Thresholds and line for the compiled kernels, which look flagged items up exactly with
+        ``a = alu - offset`` (``|a| <= a_bound``) and run the line on a float32 value within ``a_error`` of
+        ``alu - line_offset`` (default ``offset``)."""
         bound = np.broadcast_to(np.asarray(a_bound, np.int64), offset.shape)
         self.levels = build_levels(self.bn, self.act, offset, bound)
         if self.levels is not None:
-            self.jit_args = _jit_args(build_fast(self.bn, self.act, offset, 0.0, a_error), self.levels)
+            line = build_fast(self.bn, self.act, offset if line_offset is None else line_offset, 0.0, a_error)
+            self.jit_args = _jit_args(line, self.levels)
 
     # --------------------------------------------------------------------------------- running
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(IC, M, H, W) uint8 -> (OC, M, OH, OW) uint8."""
         if tuple(x.shape[i] for i in (0, 2, 3)) != self.in_shape:
             raise KpuModelError(f"KPU layer expects {self.in_shape}, got {x.shape}")
-        xp = x if self.filter == 1 else np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=self.pad_value)
         rows, cols = self._positions(x.shape[2], x.shape[3])
+        if self.levels is not None and self.depthwise and self.filter == 3 and self.select is None:
+            y = self._depthwise3_jit(x)
+            return y if self.pool_type == 0 else pool(y, self.pool_type, self.out_shape)
+        xp = x if self.filter == 1 else np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=self.pad_value)
         if self.levels is not None:
             y = self._depthwise_jit(xp, rows, cols) if self.depthwise else self._dense_jit(xp, rows, cols)
         else:
@@ -283,13 +338,12 @@ class KpuLayerRunner:
         oc, m, lv = self.w_centered.shape[0], xp.shape[1], self.levels
         out = np.empty((oc, col.shape[1]), np.uint8)
         sum_offset = 0 if self.raw_x else 128 * self.k
-        for g in range(0, col.shape[1], _GEMM_COLS):
-            d = _centred_matmul(self.w_gemm, col[:, g : g + _GEMM_COLS], self.raw_x)
+        block = _gemm_block(col.shape[1])
 
-            def finish(s: int, d: np.ndarray = d, g: int = g) -> None:
-                e = min(s + _JIT_COLS, d.shape[1])
-                jit.dense_levels(d, oc, s, e, sum_offset, self.arg_x, self.shr_x, *self.jit_args, lv.base, out, g)
-            parallel(finish, range(0, d.shape[1], _JIT_COLS))
+        def task(g: int) -> None:  # one block of columns: its product, then its levels while still in cache
+            d = _centred_matmul(self.w_gemm, col[:, g : g + block], self.raw_x)
+            jit.dense_levels(d, oc, 0, d.shape[1], sum_offset, self.arg_x, self.shr_x, *self.jit_args, lv.base, out, g)
+        parallel(task, range(0, col.shape[1], block))
         return out.reshape(oc, m, oh, ow)
 
     def _depthwise_jit(self, xp: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
@@ -300,14 +354,22 @@ class KpuLayerRunner:
         out = np.empty((c, m, oh, ow), np.uint8)
         lv = self.levels
         step = max(1, c // 8)
-        if self.filter == 3 and stride == 1:
-            def finish(s: int) -> None:
-                jit.depthwise3_levels(xp, self.w_taps, self.arg_x, self.shr_x, s, min(c, s + step), *self.jit_args,
-                                      lv.base, out)
-        else:
-            def finish(s: int) -> None:
-                jit.depthwise_levels(xp, self.w_taps, self.filter, stride, rows.start, cols.start, oh, ow,
-                                     s, min(c, s + step), self.arg_x, self.shr_x, *self.jit_args, lv.base, out)
+
+        def finish(s: int) -> None:
+            jit.depthwise_levels(xp, self.w_taps, self.filter, stride, rows.start, cols.start, oh, ow,
+                                 s, min(c, s + step), self.arg_x, self.shr_x, *self.jit_args, lv.base, out)
+        parallel(finish, range(0, c, step))
+        return out
+
+    def _depthwise3_jit(self, x: np.ndarray) -> np.ndarray:
+        """The usual depthwise layer (3x3, every pixel): padding, taps and levels in one compiled pass."""
+        c = x.shape[0]
+        out = np.empty(x.shape, np.uint8)
+        step = max(1, c // 8)
+
+        def finish(s: int) -> None:
+            jit.depthwise3_levels(x, self.pad_value, self.w_f32, self.w_taps_int, self.arg_x, self.shr_x, s,
+                                  min(c, s + step), *self.jit_args, self.levels.base, out)
         parallel(finish, range(0, c, step))
         return out
 
@@ -394,6 +456,10 @@ class KpuLayerRunner:
 _pool: ThreadPoolExecutor | None = None
 
 
+def _threads() -> int:
+    return int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or (os.cpu_count() or 1)
+
+
 def parallel(fn: Callable[[int], None], items: range) -> None:
     """Run ``fn`` on every item, on as many threads as cores (NumPy releases the GIL inside its loops).
 
@@ -401,7 +467,7 @@ def parallel(fn: Callable[[int], None], items: range) -> None:
     ``K210TOOL_INTERP_THREADS=1`` keeps everything on the calling thread (e.g. under a process pool).
     """
     global _pool
-    threads = int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or (os.cpu_count() or 1)
+    threads = _threads()
     if threads <= 1 or len(items) < 2:
         for item in items:
             fn(item)
@@ -410,6 +476,30 @@ def parallel(fn: Callable[[int], None], items: range) -> None:
         _pool = ThreadPoolExecutor(threads, thread_name_prefix="k210tool-interp")
     for _ in _pool.map(fn, items):
         pass
+
+
+def blas_limited() -> contextlib.AbstractContextManager:
+    """While the interpreter runs: BLAS on the calling thread only, as the compiled path parallelizes itself.
+
+    The compiled path runs each block's matrix product and its levels in one task on :func:`parallel`'s
+    threads. OpenBLAS's own threads would sit spinning between products and take the cores those tasks
+    need (measured: the tasks ran no faster on two threads than on one). Without threadpoolctl, or on the
+    NumPy path (which relies on BLAS threads for its big products), nothing changes.
+    """
+    if not jit.enabled():
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - depends on the environment
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _gemm_block(cols: int) -> int:
+    """Columns per task of a dense layer: a multiple of 64 in ``_BLOCK_COLS``, two tasks per thread or more."""
+    threads = _threads()
+    lo, hi = _BLOCK_COLS
+    return int(min(hi, max(lo, -(-cols // (2 * threads) // 64) * 64)))
 
 
 def _dw_taps(xp: np.ndarray, f: int, rows: slice, cols: slice, oh: int, ow: int) -> list[np.ndarray]:
