@@ -7,11 +7,14 @@ outputs equal ``nncase.Simulator``'s bit for bit; kmodel v4 files (nncase 0.2, o
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from k210tool.errors import InputError
 from k210tool.sim.engine import to_layout
-from k210tool.sim.interp.kpu import blas_limited
+from k210tool.sim.interp.kpu import blas_limited, inline, threads
 
 DEFAULT_CHUNK = 16
 
@@ -46,7 +49,9 @@ class NumpyEngine:
         self.input_layout = input_layout
         self.chunk = max(1, int(chunk))
         self.outputs = len(self.model.outputs)
-        self._pools: dict[int, object] = {}
+        self._free: dict[int, list[object]] = {}  # memory pools of finished batches, by batch size, for reuse
+        self._lock = threading.Lock()
+        self._batches: ThreadPoolExecutor | None = None
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         x = to_layout(np.asarray(batch, np.uint8), self.input_layout)
@@ -55,22 +60,66 @@ class NumpyEngine:
         if x.ndim != 4 or int(np.prod(x.shape[1:])) != per_image or tuple(x.shape[1:]) != tuple(desc.shape[1:]):
             raise InputError(f"input batch {tuple(batch.shape)} does not match the kmodel input "
                              f"{list(desc.shape)} ({self.input_layout})", "prepare images with the model's Preprocess")
-        results: list[list[np.ndarray]] = [[] for _ in range(self.outputs)]
-        with blas_limited():
-            for i in range(0, len(x), self.chunk):
-                part = x[i : i + self.chunk]
-                outs = self.program.run_images(part.reshape(len(part), -1), self._pool_for(len(part)))
-                for j, o in enumerate(outs):
-                    results[j].append(o)
-        return [np.concatenate(r).reshape((len(x),) + _per_image(t.shape)).astype(np.float32)
-                for r, t in zip(results, self.model.outputs, strict=True)]
+        if not len(x):
+            return [np.empty((0,) + _per_image(t.shape), np.float32) for t in self.model.outputs]
+        parts = _split(len(x), self.chunk, threads())
+        outs: list[list[np.ndarray]] = [[] for _ in parts]
 
-    def _pool_for(self, n: int) -> object:
-        if n not in self._pools:
-            if len(self._pools) >= 2:  # the full chunk size and the last, smaller chunk
-                self._pools.pop(next(iter(self._pools)))
-            self._pools[n] = self.program.new_pools(n)
-        return self._pools[n]
+        def run_part(k: int) -> None:
+            s, e = parts[k]
+            memory = self._take_pools(e - s)
+            try:
+                outs[k] = self.program.run_images(x[s:e].reshape(e - s, -1), memory)
+            finally:
+                self._give_back(e - s, memory)
+        with blas_limited():
+            if len(parts) >= 2 and threads() >= 2:
+                # a batch per thread, each run whole on its thread: no per-layer hand-offs, and one batch's
+                # Python-level steps overlap the other's compiled kernels
+                def run_inline(k: int) -> None:
+                    with inline():
+                        run_part(k)
+                for _ in self._batch_pool().map(run_inline, range(len(parts))):
+                    pass
+            else:
+                for k in range(len(parts)):
+                    run_part(k)
+        return [np.concatenate([o[j] for o in outs]).reshape((len(x),) + _per_image(t.shape)).astype(np.float32)
+                for j, t in enumerate(self.model.outputs)]
+
+    def _take_pools(self, n: int) -> object:
+        with self._lock:
+            free = self._free.get(n)
+            if free:
+                return free.pop()
+        return self.program.new_pools(n)
+
+    def _give_back(self, n: int, memory: object) -> None:
+        """Keep a batch's memory for the next run: one set per thread, for the two latest batch sizes."""
+        with self._lock:
+            free = self._free.pop(n, [])  # re-inserted last: the sizes stay in order of use
+            if len(free) < threads():
+                free.append(memory)
+            self._free[n] = free
+            while len(self._free) > 2:
+                self._free.pop(next(iter(self._free)))
+
+    def _batch_pool(self) -> ThreadPoolExecutor:
+        if self._batches is None or self._batches._max_workers != threads():  # noqa: SLF001
+            self._batches = ThreadPoolExecutor(threads(), thread_name_prefix="k210tool-batch")
+        return self._batches
+
+
+def _split(n: int, chunk: int, workers: int) -> list[tuple[int, int]]:
+    """Batches of at most ``chunk`` images, as many as the threads or a multiple of it when that evens
+    the work out (64 images, chunk 16, 2 threads: four batches of 16; 10 images: two of 5)."""
+    if n == 0:
+        return []
+    count = -(-n // chunk)
+    if workers > 1 and n > 1:
+        count = -(-count // workers) * workers
+    size = -(-n // count)
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
 class OutputDiff:

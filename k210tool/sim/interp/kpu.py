@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -454,10 +455,29 @@ class KpuLayerRunner:
 
 
 _pool: ThreadPoolExecutor | None = None
+_local = threading.local()
+_CPUS = os.cpu_count() or 1
 
 
 def _threads() -> int:
-    return int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or (os.cpu_count() or 1)
+    return int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or _CPUS
+
+
+def threads() -> int:
+    """How many threads the interpreter uses (``K210TOOL_INTERP_THREADS``, default every core)."""
+    return _threads()
+
+
+@contextlib.contextmanager
+def inline() -> Iterator[None]:
+    """Within this block, on this thread, :func:`parallel` runs its items itself (the caller already runs
+    one batch per core, so splitting each layer again would only add overhead)."""
+    before = getattr(_local, "inline", False)
+    _local.inline = True
+    try:
+        yield
+    finally:
+        _local.inline = before
 
 
 def parallel(fn: Callable[[int], None], items: range) -> None:
@@ -468,7 +488,7 @@ def parallel(fn: Callable[[int], None], items: range) -> None:
     """
     global _pool
     threads = _threads()
-    if threads <= 1 or len(items) < 2:
+    if threads <= 1 or len(items) < 2 or getattr(_local, "inline", False):
         for item in items:
             fn(item)
         return
