@@ -150,7 +150,25 @@ def _regular_prefix(tf: np.ndarray, levels: np.ndarray) -> int:
 
 
 def y_thresholds(act: ActTable) -> tuple[int, np.ndarray] | None:
-    """Exact change points of the activation as a function of int64 y, if it is monotone non-decreasing."""
+    """Exact change points of the activation as a function of int64 y, if it is monotone non-decreasing.
+
+    Computed once per distinct table (layers of a model usually share a handful): the result is read-only.
+    """
+    key = tuple(np.asarray(v, np.int64).tobytes() for v in (act.x, act.mul, act.shift, act.bias))
+    if key not in _Y_CACHE:
+        if len(_Y_CACHE) >= 256:
+            _Y_CACHE.pop(next(iter(_Y_CACHE)))
+        found = _y_thresholds(act)
+        if found is not None:
+            found[1].flags.writeable = False
+        _Y_CACHE[key] = found
+    return _Y_CACHE[key]
+
+
+_Y_CACHE: dict[tuple[bytes, ...], tuple[int, np.ndarray] | None] = {}
+
+
+def _y_thresholds(act: ActTable) -> tuple[int, np.ndarray] | None:
     if not act.sorted or np.any(act.mul < 0):
         return None
     lo_y, hi_y = np.int64(-_Y_LIMIT), np.int64(_Y_LIMIT)
