@@ -83,3 +83,63 @@ def test_layer_words_decode_named_fields():
                                          o_row_wid=27, o_col_high=27, kernel_type=1, pool_type=5)
     assert layer.in_shape == (64, 56, 56) and layer.out_shape == (128, 28, 28)
     assert layer.filter_size == 3 and layer.pool_name == "left_top_2_s2"
+
+
+# -------------------------------------------------------------------------- batches on threads
+@pytest.mark.parametrize("n, chunk, workers, want", [
+    (64, 16, 2, [16, 16, 16, 16]),
+    (10, 16, 2, [5, 5]),
+    (7, 2, 2, [2, 2, 2, 1]),
+    (1, 16, 2, [1]),
+    (5, 16, 1, [5]),
+    (33, 16, 2, [9, 9, 9, 6]),
+])
+def test_images_are_split_into_batches_for_the_threads(n, chunk, workers, want):
+    from k210tool.sim.interp import _split
+
+    parts = _split(n, chunk, workers)
+    assert [e - s for s, e in parts] == want
+    assert parts[0][0] == 0 and parts[-1][1] == n and all(a[1] == b[0] for a, b in zip(parts[:-1], parts[1:], strict=True))
+
+
+@pytest.mark.parametrize("name", ["tiny_relu", "tiny_prelu"])
+def test_batches_on_threads_give_the_bytes_of_one_thread(compiled, name, monkeypatch):
+    """Batches run concurrently on their own threads (and reuse each other's memory pools on a second run):
+    the outputs equal a single-threaded run's, image for image, whatever the batch sizes."""
+    data = compiled.kmodel(name)
+    images = np.concatenate([compiled.images(name)] * 2)[:11]
+    monkeypatch.setenv("K210TOOL_INTERP_THREADS", "1")
+    want = NumpyEngine(data, chunk=3).run(images)[0]
+    monkeypatch.setenv("K210TOOL_INTERP_THREADS", "3")
+    engine = NumpyEngine(data, chunk=2)
+    for batch in (images, images[::-1], images[:1]):
+        got = engine.run(batch)[0]
+        ref = want if batch is images else (want[::-1] if len(batch) == len(images) else want[:1])
+        assert _same_bits(got, np.ascontiguousarray(ref))
+    assert engine.run(images[:0])[0].shape == (0,) + want.shape[1:]
+
+
+def test_lazy_kpu_ram_keeps_the_bytes_a_partly_overwritten_map_left():
+    """Maps stored lazily, one partly overwriting another, then read back as bytes at other addresses and
+    shapes: the same bytes as writing every map eagerly, in order."""
+    rng = np.random.default_rng(5)
+    n, size = 2, 1 << 15
+    eager = np.zeros((n, size), np.uint8)
+    lazy = kpu_model.KpuRam(np.zeros((n, size), np.uint8))
+    # 6-wide maps pack four channels to a 64-byte row: a 2-channel map over the second half of an 8-channel
+    # one writes channel slots 0 and 1 only, and slots 2 and 3 keep the 8-channel map's bytes
+    stores = [(0, (1, 8, 6, 6)), (2 * 64 * 6, (1, 4, 6, 6)), (4096, (1, 3, 10, 10)), (64 * 6, (1, 2, 6, 6)),
+              (4096 + 320, (1, 1, 10, 10)), (2 * 64 * 6, (1, 2, 6, 6)), (2 * 64 * 6, (1, 4, 6, 6))]
+    for start, shape in stores:
+        x = rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
+        kpu_model.upload(eager, start, x)
+        lazy.store(start, shape, kpu_model.to_cm(x))
+    # an exact hit returns the newest map; other reads see the bytes
+    last_start, last_shape = stores[-1]
+    assert np.array_equal(kpu_model.from_cm(lazy.load(last_start, last_shape), n),
+                          kpu_model.download(eager, last_start, last_shape))
+    for start, shape in ((0, (1, 8, 6, 6)), (4096, (1, 3, 10, 10)), (0, (1, 16, 4, 4))):
+        got = kpu_model.from_cm(lazy.load(start, shape), n)
+        assert np.array_equal(got, kpu_model.download(eager, start, shape)), (start, shape)
+    lazy.flush_range(0, size)
+    assert np.array_equal(lazy.ram, eager)

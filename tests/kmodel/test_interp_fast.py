@@ -140,6 +140,9 @@ VARIANTS = {
     "depthwise 3x3 select stride 4": dict(depth_wise_layer=1, kernel_type=1, pool_type=7),
     "depthwise 1x1": dict(depth_wise_layer=1, kernel_type=0, pool_type=0),
     "depthwise 3x3 max pool": dict(depth_wise_layer=1, kernel_type=1, pool_type=1),
+    "depthwise 3x3 pad 255": dict(depth_wise_layer=1, kernel_type=1, pool_type=0, pad_value=255),
+    "depthwise 3x3 pad 97, 1-pixel wide": dict(depth_wise_layer=1, kernel_type=1, pool_type=0, pad_value=97,
+                                               _size=1),
     "depthwise 3x3 big arg_x": dict(depth_wise_layer=1, kernel_type=1, pool_type=0, arg_x=(1 << 23) - 5, shr_x=3),
     "depthwise 3x3 negative arg_x": dict(depth_wise_layer=1, kernel_type=1, pool_type=0, arg_x=(1 << 24) - 700,
                                          shr_x=0),
@@ -158,8 +161,9 @@ def test_every_fast_path_equals_the_exact_path_on_synthetic_layers(compiled, nam
     rng = np.random.default_rng(zlib.crc32(variant.encode()))
     fields = dict(VARIANTS[variant])
     ic = fields.pop("_ic", 24)
+    size = fields.pop("_size", 8)
     base = next(c for c in _convs(compiled, name) if c.layer.depthwise == bool(fields["depth_wise_layer"]))
-    conv = _variant(base, rng, ic=ic, oc=20, **fields)
+    conv = _variant(base, rng, ic=ic, oc=20, size=size, **fields)
     # negative and zero multipliers in some channels
     bn = conv.batch_norm
     mul = np.where(rng.random(len(bn.mul)) < 0.3, -bn.mul, bn.mul)
@@ -187,3 +191,23 @@ def test_dense_kernel_is_exact_at_every_threshold(compiled):
     jit.dense_levels(d, oc, 0, d.shape[1], 0, runner.arg_x, runner.shr_x, *runner.jit_args, lv.base, out, 0)
     alu = a[:, keep].astype(np.int64) + runner.h[:, None]
     assert np.array_equal(out, bn_act_exact(alu, None, runner.bn, runner.act))
+
+
+# ---------------------------------------------------------------------------- compiled CPU ops
+@needs_numba
+@pytest.mark.parametrize("dst", [np.uint8, np.int8])
+def test_compiled_quantize_and_dequantize_equal_numpy(dst):
+    """nncase's float32 order (multiply, then add, round half to even, clamp), edge values included."""
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.normal(0, 200, 5000), np.arange(-300, 300) + 0.5, [0.0, -0.0, 1e30, -1e30]])
+    x = x.astype(np.float32)
+    scale, bias = np.float32(0.731), np.float32(11.5)
+    info = np.iinfo(dst)
+    want = np.clip(np.rint(x * scale + bias), info.min, info.max).astype(dst)
+    got = np.empty(len(x), dst)
+    jit.quantize(x, scale, bias, np.float32(info.min), np.float32(info.max), got)
+    assert np.array_equal(got, want)
+    q = rng.integers(info.min, info.max + 1, 3000).astype(dst)
+    back = np.empty(len(q), np.float32)
+    jit.dequantize(q, scale, bias, back)
+    assert np.array_equal(back.view(np.uint32), (q.astype(np.float32) * scale + bias).view(np.uint32))

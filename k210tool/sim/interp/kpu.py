@@ -20,6 +20,7 @@ only the selected pixels are computed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -113,19 +114,44 @@ def from_cm(x: np.ndarray, n: int) -> np.ndarray:
 
 
 class _Lazy:
-    """A feature map kept in channel-major form at ``start``; ``covered`` lists the byte ranges later
-    stores overwrote (those bytes are no longer this map's)."""
+    """A feature map kept in channel-major form at ``start``. ``covered`` marks the bytes later stores
+    wrote over (None: none); only this map's other bytes are still its own."""
 
-    __slots__ = ("covered", "end", "shape", "start", "x")
+    __slots__ = ("covered", "end", "left", "shape", "start", "x")
 
     def __init__(self, start: int, end: int, shape: tuple[int, int, int, int], x: np.ndarray) -> None:
         self.start, self.end, self.shape, self.x = start, end, shape, x
-        self.covered: list[tuple[int, int]] = []
+        self.covered: np.ndarray | None = None
+        self.left = -1  # how many of its data bytes are still its own, counted on the first cover
 
-    def cover(self, a: int, b: int) -> bool:
-        """Mark [a, b) overwritten; True when nothing of the map is left."""
-        self.covered = _merge(self.covered + [(max(a, self.start), min(b, self.end))])
-        return self.covered == [(self.start, self.end)]
+    def cover(self, start: int, shape: tuple[int, int, int, int]) -> bool:
+        """Mark the bytes a store of ``shape`` at ``start`` writes; True when none of this map's are left.
+
+        A store writes its data bytes only: the unused channel slots and row ends of the KPU's row layout
+        keep what was there, so ranges overlapping is not enough to drop the older map.
+        """
+        theirs = written_bytes(shape)
+        a, b = max(start, self.start), min(start + len(theirs), self.end)
+        mine = written_bytes(self.shape)[a - self.start : b - self.start]
+        if self.covered is None:
+            self.covered = np.zeros(self.end - self.start, bool)
+            self.left = int(np.count_nonzero(written_bytes(self.shape)))
+        covered = self.covered[a - self.start : b - self.start]
+        new = theirs[a - start : b - start] & ~covered
+        self.left -= int(np.count_nonzero(new & mine))
+        covered |= new
+        return self.left == 0
+
+
+@functools.lru_cache(maxsize=256)
+def written_bytes(shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Which bytes of its KPU RAM range a (B, C, H, W) map's upload writes (read-only)."""
+    b, c, h, w = shape
+    probe = np.zeros((1, b * fmap_bytes(c, h, w)), np.uint8)
+    upload(probe, 0, np.ones((1, b, c, h, w), np.uint8))
+    mask = probe[0] != 0
+    mask.flags.writeable = False
+    return mask
 
 
 class KpuRam:
@@ -147,12 +173,12 @@ class KpuRam:
         end = start + shape[0] * fmap_bytes(*shape[1:])
         if end > self.ram.shape[1] or start < 0:
             raise KpuModelError(f"feature map {shape} at {start} lies outside the 2 MiB KPU RAM")
-        self.maps = [m for m in self.maps if not (m.start < end and start < m.end and m.cover(start, end))]
+        self.maps = [m for m in self.maps if not (m.start < end and start < m.end and m.cover(start, shape))]
         self.maps.append(_Lazy(start, end, shape, x))
 
     def load(self, start: int, shape: tuple[int, int, int, int]) -> np.ndarray:
         for m in self.maps:
-            if m.start == start and m.shape == shape and not m.covered:
+            if m.start == start and m.shape == shape and m.covered is None:
                 return m.x
         self.flush_range(start, start + shape[0] * fmap_bytes(*shape[1:]))
         return to_cm(download(self.ram, start, shape))
@@ -168,27 +194,14 @@ class KpuRam:
         self.maps = keep
 
     def _write(self, m: _Lazy) -> None:
-        if not m.covered:
+        if m.covered is None:
             upload(self.ram, m.start, from_cm(m.x, self.n))
             return
-        # lay the whole map out over a copy of the current bytes, then keep the ranges still its own
-        scratch = self.ram[:, m.start : m.end].copy()
+        # lay the whole map out over a copy of the current bytes, then keep the bytes still its own
+        region = self.ram[:, m.start : m.end]
+        scratch = region.copy()
         upload(scratch, 0, from_cm(m.x, self.n))
-        pos = m.start
-        for a, b in m.covered + [(m.end, m.end)]:
-            if pos < a:
-                self.ram[:, pos:a] = scratch[:, pos - m.start : a - m.start]
-            pos = max(pos, b)
-
-
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
+        np.copyto(region, scratch, where=~m.covered[None, :])
 
 
 # ------------------------------------------------------------------------------------ one layer
