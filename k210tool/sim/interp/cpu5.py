@@ -40,9 +40,9 @@ def build_dequantize(op: Op) -> Step:
     def step(mem: Any) -> None:
         src = _t(mem, a["input"], a["shape"], a["in_strides"])
         dst = _t(mem, a["output"], a["shape"], a["out_strides"])
-        rows = _row_views(src, dst)
+        rows = row_views(src, dst)
         if rows is not None and dst.dtype == F32:
-            _by_images(lambda s, d: jit.dequantize(s, scale, bias, d), *rows)
+            by_images(lambda s, d: jit.dequantize(s, scale, bias, d), *rows)
         else:
             dst[...] = src.astype(F32) * scale + bias
     return step
@@ -57,15 +57,15 @@ def build_quantize(op: Op) -> Step:
     def step(mem: Any) -> None:
         src = _t(mem, a["input"], a["shape"], a["in_strides"])
         dst = _t(mem, a["output"], a["shape"], a["out_strides"])
-        rows = _row_views(src, dst)
+        rows = row_views(src, dst)
         if rows is not None and src.dtype == F32:
-            _by_images(lambda s, d: jit.quantize(s, scale, bias, lo, hi, d), *rows)
+            by_images(lambda s, d: jit.quantize(s, scale, bias, lo, hi, d), *rows)
         else:
             dst[...] = np.clip(np.rint(src * scale + bias), info.min, info.max)
     return step
 
 
-def _row_views(*xs: np.ndarray) -> list[list[np.ndarray]] | None:
+def row_views(*xs: np.ndarray) -> list[list[np.ndarray]] | None:
     """Per image, a 1-D view of each (N, ...) tensor whose per-image part is dense (the compiled kernels
     vectorize on those); None when numba is off or a tensor is strided inside an image."""
     if not jit.enabled():
@@ -83,7 +83,7 @@ def _row_views(*xs: np.ndarray) -> list[list[np.ndarray]] | None:
     return out
 
 
-def _by_images(fn: Callable[[np.ndarray, np.ndarray], None], src: list[np.ndarray], dst: list[np.ndarray]) -> None:
+def by_images(fn: Callable[[np.ndarray, np.ndarray], None], src: list[np.ndarray], dst: list[np.ndarray]) -> None:
     """``fn`` on each image's (source, destination), the images shared among the interpreter's threads."""
     n = len(src)
     step = max(1, -(-n // 2))

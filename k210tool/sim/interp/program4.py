@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import V4_CONST, V4_KPU, V4_MAIN, Kmodel, KpuConv, MemoryRange, Op
-from k210tool.sim.interp import kpu
-from k210tool.sim.interp.cpu5 import F32, Conv2dGeometry, UnsupportedOp, conv2d_f32
+from k210tool.sim.interp import jit, kpu
+from k210tool.sim.interp.cpu5 import F32, Conv2dGeometry, UnsupportedOp, by_images, conv2d_f32, row_views
 from k210tool.sim.interp.memory import view
 
 Step = Callable[[dict], None]
@@ -119,7 +119,12 @@ def _dequantize(op: Op) -> Step:
 
     def step(pools: dict) -> None:
         src = _flat(pools, a["input"], np.dtype(np.uint8))
-        _flat(pools, a["output"], np.dtype(F32), src.shape[1])[...] = src.astype(F32) * scale + zero
+        dst = _flat(pools, a["output"], np.dtype(F32), src.shape[1])
+        rows = row_views(src, dst)
+        if rows is not None:
+            by_images(lambda s, d: jit.dequantize(s, scale, zero, d), *rows)
+        else:
+            dst[...] = src.astype(F32) * scale + zero
     return step
 
 
@@ -130,12 +135,15 @@ def _quantize(op: Op) -> Step:
 
     def step(pools: dict) -> None:
         src = _flat(pools, a["input"], np.dtype(F32))
-        v = src * scale + zp
-        q = np.rint(v)
-        if v.shape[1] % 2:  # the runtime's odd tail element goes through roundf (half away from zero)
-            tail = v[:, -1]
-            q[:, -1] = np.sign(tail) * np.floor(np.abs(tail) + F32(0.5))
-        _flat(pools, a["output"], np.dtype(np.uint8), v.shape[1])[...] = np.clip(q, 0, 255)
+        dst = _flat(pools, a["output"], np.dtype(np.uint8), src.shape[1])
+        rows = row_views(src, dst)
+        if rows is not None:
+            by_images(lambda s, d: jit.quantize(s, scale, zp, F32(0), F32(255), d), *rows)
+        else:
+            dst[...] = np.clip(np.rint(src * scale + zp), 0, 255)
+        if src.shape[1] % 2:  # the runtime's odd tail element goes through roundf (half away from zero)
+            tail = src[:, -1] * scale + zp
+            dst[:, -1] = np.clip(np.sign(tail) * np.floor(np.abs(tail) + F32(0.5)), 0, 255)
     return step
 
 
