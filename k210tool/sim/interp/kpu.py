@@ -469,7 +469,10 @@ class KpuLayerRunner:
 
 _pool: ThreadPoolExecutor | None = None
 _local = threading.local()
-_CPUS = os.cpu_count() or 1
+try:  # the cores this process may run on (a container or taskset may allow fewer than the machine has)
+    _CPUS = max(1, len(os.sched_getaffinity(0)))
+except AttributeError:  # not Linux
+    _CPUS = max(1, os.cpu_count() or 1)
 
 
 def _threads() -> int:
