@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers import assert_one_line_error, run_cli  # noqa: E402
+from helpers import assert_one_line_error, run_cli
 
-from k210tool.cli import COMMANDS  # noqa: E402
+from k210tool.cli import COMMANDS
 
 
 def test_top_level_help_lists_every_command(capsys) -> None:

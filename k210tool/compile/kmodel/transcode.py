@@ -472,7 +472,6 @@ def _parent_shape(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int
     return tuple(parent)
 
 
-
 def _read_f32(blob: bytes, start: int, shape: Any, strides: Any) -> np.ndarray:
     shape = tuple(int(d) for d in shape)
     strides = tuple(int(s) * 4 for s in strides)

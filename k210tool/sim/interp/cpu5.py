@@ -18,7 +18,7 @@ from k210tool.compile.kmodel.model import MemoryRange, Op
 from k210tool.compile.kmodel.stackvm import i32
 from k210tool.errors import InputError
 from k210tool.sim.interp import jit
-from k210tool.sim.interp.kpu import parallel
+from k210tool.sim.interp.kpu import parallel, threads
 from k210tool.sim.interp.memory import v5_dtype
 
 Step = Callable[[Any], None]
@@ -86,7 +86,7 @@ def row_views(*xs: np.ndarray) -> list[list[np.ndarray]] | None:
 def by_images(fn: Callable[[np.ndarray, np.ndarray], None], src: list[np.ndarray], dst: list[np.ndarray]) -> None:
     """``fn`` on each image's (source, destination), the images shared among the interpreter's threads."""
     n = len(src)
-    step = max(1, -(-n // 2))
+    step = max(1, -(-n // threads()))
 
     def part(i: int) -> None:
         for k in range(i, min(n, i + step)):
@@ -263,7 +263,6 @@ def build_copy(op: Op) -> Step:
         src = _t(mem, a["input"], a["shape"], a["in_strides"])
         _t(mem, a["output"], a["shape"], a["out_strides"], src.dtype)[...] = src
     return step
-
 
 
 BUILDERS: dict[str, Callable[[Op], Step]] = {

@@ -111,12 +111,9 @@ def dense_levels(d, rows, p0, p1, sum_offset, arg_x, shr_x, line, levels, base, 
             rr = np.rint(w)
             flags[j] = (np.abs(w - rr) > hb) | (rr >= tc)
             o[j] = np.int32(min(max(rr, lo_v), hi_v))
-        for k in range(words.shape[0]):  # the flagged items, eight flags at a time
-            if words[k]:
-                for j in range(8 * k, 8 * k + 8):
-                    if flags[j]:
-                        exact = sign[c] * (np.int64(row[j]) + px[j])
-                        o[j] = base + _level(exact, c, thresholds, lo, scale, start)
+        for j in _flagged(flags, words):
+            exact = sign[c] * (np.int64(row[j]) + px[j])
+            o[j] = base + _level(exact, c, thresholds, lo, scale, start)
 
 
 @_njit

@@ -475,13 +475,9 @@ except AttributeError:  # not Linux
     _CPUS = max(1, os.cpu_count() or 1)
 
 
-def _threads() -> int:
-    return int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or _CPUS
-
-
 def threads() -> int:
-    """How many threads the interpreter uses (``K210TOOL_INTERP_THREADS``, default every core)."""
-    return _threads()
+    """How many threads the interpreter uses (``K210TOOL_INTERP_THREADS``, default every core it may use)."""
+    return int(os.environ.get("K210TOOL_INTERP_THREADS", "0")) or _CPUS
 
 
 @contextlib.contextmanager
@@ -503,13 +499,13 @@ def parallel(fn: Callable[[int], None], items: range) -> None:
     ``K210TOOL_INTERP_THREADS=1`` keeps everything on the calling thread (e.g. under a process pool).
     """
     global _pool
-    threads = _threads()
-    if threads <= 1 or len(items) < 2 or getattr(_local, "inline", False):
+    count = threads()
+    if count <= 1 or len(items) < 2 or getattr(_local, "inline", False):
         for item in items:
             fn(item)
         return
-    if _pool is None or _pool._max_workers != threads:  # noqa: SLF001 - resize when the setting changes
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="k210tool-interp")
+    if _pool is None or _pool._max_workers != count:  # noqa: SLF001 - resize when the setting changes
+        _pool = ThreadPoolExecutor(count, thread_name_prefix="k210tool-interp")
     for _ in _pool.map(fn, items):
         pass
 
@@ -533,9 +529,8 @@ def blas_limited() -> contextlib.AbstractContextManager:
 
 def _gemm_block(cols: int) -> int:
     """Columns per task of a dense layer: a multiple of 64 in ``_BLOCK_COLS``, two tasks per thread or more."""
-    threads = _threads()
     lo, hi = _BLOCK_COLS
-    return int(min(hi, max(lo, -(-cols // (2 * threads) // 64) * 64)))
+    return int(min(hi, max(lo, -(-cols // (2 * threads()) // 64) * 64)))
 
 
 def _dw_taps(xp: np.ndarray, f: int, rows: slice, cols: slice, oh: int, ow: int) -> list[np.ndarray]:
