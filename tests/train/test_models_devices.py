@@ -141,4 +141,4 @@ def test_gradient_accumulation_equals_one_large_batch() -> None:
     for w, losses in weights[1:]:
         np.testing.assert_allclose(losses, weights[0][1], rtol=1e-5)
         for a, b in zip(w, weights[0][0], strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5)  # float32: weights near 80 differ by ~4e-6 relative
