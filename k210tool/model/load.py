@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,7 @@ def _read_h5(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple[Graph,
     config = json.loads(raw_cfg.decode() if isinstance(raw_cfg, bytes) else raw_cfg)
     kv = keras_version.decode() if isinstance(keras_version, bytes) else str(keras_version)
     flavour = KERAS3 if kv.startswith("3") else TF_KERAS
-    unknown = _unknown_classes(config, flavour, custom)
+    unknown = _unknown_classes(config, flavour, custom) | _code_layers(config, opts)
     if not unknown:
         model = _load_live_h5(p, flavour, custom, opts)
         return graph_from_model(model), set()
@@ -190,18 +191,36 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
         raise ModelError(f"{p} is not a valid .keras file ({_first_line(exc)})",
                          "is the file complete? re-save it with model.save('x.keras')") from None
     keras = import_keras3()
-    unknown = _unknown_classes(config, KERAS3, custom)
+    unknown = _unknown_classes(config, KERAS3, custom) | _code_layers(config, opts)
     objects = dict(custom)
     for name in unknown:
         objects[name] = _stub_layer(keras, name)
-    for reg in _registered_names(config, unknown):
+    for reg in _registered_names(config, unknown) | ({"k210tool>Lambda"} if "Lambda" in unknown else set()):
         objects[reg] = objects[reg.split(">")[-1]]
-    try:
-        with quiet_stderr():
-            model = keras.saving.load_model(p, compile=False, custom_objects=objects, safe_mode=not opts.trust_lambda)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise _explain_load_error(p, exc) from None
+    with tempfile.TemporaryDirectory(prefix="k210tool-keras-") as tmp:
+        source = _without_builtin_lambda(p, config, Path(tmp)) if "Lambda" in unknown else p
+        try:
+            with quiet_stderr():
+                model = keras.saving.load_model(source, compile=False, custom_objects=objects,
+                                                safe_mode=not opts.trust_lambda)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            raise _explain_load_error(p, exc) from None
     return graph_from_model(model), unknown
+
+
+def _without_builtin_lambda(p: Path, config: dict[str, Any], tmp: Path) -> Path:
+    """A copy of the .keras zip whose Lambda layers resolve to the stub (Keras 3 would build its own Lambda,
+    whose code it refuses in safe mode - so a harmless trailing Lambda could not even be cut)."""
+    for spec in _iter_layer_specs(config):
+        if spec.get("class_name") == "Lambda":
+            spec["module"] = None
+            spec["registered_name"] = "k210tool>Lambda"
+    out = tmp / p.name
+    with zipfile.ZipFile(p) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = json.dumps(config).encode() if item.filename == "config.json" else src.read(item)
+            dst.writestr(item, data)
+    return out
 
 
 def _stub_layer(keras: Any, name: str) -> type:
@@ -329,6 +348,18 @@ def _unknown_classes(config: dict[str, Any], flavour: str, custom: dict[str, Any
     return unknown
 
 
+def _code_layers(config: Any, opts: LoadOptions) -> set[str]:
+    """Layer classes that would run Python code stored in the file (Lambda), unless ``--trust-lambda``.
+
+    They are treated like unknown classes: read from the config as plain data and never deserialized, so a
+    trailing one is cut with the head and one inside the backbone is refused. tf_keras ignores ``safe_mode``
+    for legacy ``.h5`` files, so this check, not Keras's, is what keeps a downloaded model from running code.
+    """
+    if opts.trust_lambda:
+        return set()
+    return {"Lambda"} if any(spec["class_name"] == "Lambda" for spec in _iter_layer_specs(config)) else set()
+
+
 def _is_layer_spec(spec: dict[str, Any]) -> bool:
     """Layer entries carry inbound_nodes or a name; initializers/regularizers do not."""
     cfg = spec.get("config")
@@ -368,6 +399,10 @@ def _fix_input_size(graph: Graph, size: tuple[int, int] | None) -> None:
 
 def _build(graph: Graph, custom: dict[str, Any], unknown: set[str]) -> Any:
     left = sorted({n.class_name for n in graph if n.class_name in unknown})
+    code = [n.name for n in graph if n.class_name == "Lambda" and "Lambda" in unknown]
+    if code:
+        raise ModelError(f"layer {code[0]!r} is a Lambda layer, which runs Python code stored in the file, and the "
+                         "embedding depends on it", "pass --trust-lambda if you trust where the file comes from")
     if left:
         names = [n.name for n in graph if n.class_name in left]
         raise ModelError(

@@ -58,31 +58,12 @@ class DistillResult:
 
 def load_embedding_model(path: Path | str) -> Any:
     """A Keras image -> embedding model from ``path`` (training heads cut by k210tool's model loader)."""
-    try:
-        from k210tool.model.load import load_model
-    except ImportError:  # the shared loader is not in this build: plain tf_keras loading
-        return _load_plain(Path(path))
+    from k210tool.model.load import load_model
+
     loaded = load_model(path)
     if loaded.model is None:
         raise ModelError(f"{path} is a {loaded.format} file; distillation needs a Keras model (.h5 or .keras)")
     return loaded.model
-
-
-def _load_plain(path: Path) -> Any:
-    from k210tool.tfutil import import_tf_keras
-    from k210tool.train.heads import custom_objects
-
-    k = import_tf_keras()
-    if not path.is_file():
-        raise InputError(f"model file {path} does not exist")
-    try:
-        model = k.models.load_model(path, compile=False, custom_objects=custom_objects())
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
-    if len(model.inputs) == 1:
-        return model
-    image = next(t for t in model.inputs if len(t.shape) == 4)
-    return k.Model(image, model.get_layer("embedding").output)
 
 
 def distill(teacher_path: Path | str, student_path: Path | str, data: Path | str, out: Path | str,

@@ -162,3 +162,42 @@ def test_bad_files_are_clear_errors(tmp_path: Path, arcface_h5, case: str) -> No
     expected = {"missing": "does not exist", "empty": "empty", "random": "not a model", "truncated": "truncated",
                 "weights_only": "without a model", "dir": "directory"}[case]
     assert expected in msg
+
+
+def _lambda_model(k: object, marker: Path, where: str) -> object:
+    """A model whose Lambda layer leaves ``marker`` on disk when its code runs (at build or call time)."""
+    code = f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]"
+    inp = k.Input((16, 16, 3))
+    x = k.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+    if where == "backbone":
+        x = k.layers.Lambda(eval(code), name="code")(x)  # noqa: S307 - the test's own code
+    x = k.layers.GlobalAveragePooling2D()(x)
+    x = k.layers.Dense(8, name="embedding")(x)
+    if where == "head":
+        x = k.layers.Lambda(eval(code), name="code")(x)  # noqa: S307 - the test's own code
+    return k.Model(inp, x)
+
+
+@pytest.mark.parametrize("flavour", ["h5", "keras"])
+@pytest.mark.parametrize("where", ["backbone", "head"])
+def test_lambda_code_never_runs_without_trust(tmp_path: Path, flavour: str, where: str) -> None:
+    k = import_tf_keras() if flavour == "h5" else import_keras3()
+    marker = tmp_path / "ran"
+    model = _lambda_model(k, marker, where)
+    path = tmp_path / f"m.{flavour}"
+    if flavour == "h5":
+        save_h5(model, path)
+    else:
+        model.save(path)
+    marker.unlink()  # building the model above ran the code once
+    if where == "backbone":
+        with pytest.raises(ModelError, match="Lambda layer.*runs Python code") as exc:
+            load_model(path)
+        assert "--trust-lambda" in exc.value.hint
+    else:  # a trailing Lambda (an L2 norm, say) is cut with the head, unread
+        lm = load_model(path)
+        assert lm.head_cut is not None and "code" in lm.head_cut.removed_layers
+    assert not marker.exists(), "the Lambda's code ran although --trust-lambda was not given"
+    lm = load_model(path, LoadOptions(trust_lambda=True, keep_head=True))
+    lm.model(np.zeros((1, 16, 16, 3), np.float32))
+    assert marker.exists()
