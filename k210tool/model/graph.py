@@ -91,6 +91,9 @@ class Graph:
     inputs: list[str]
     outputs: list[Ref]
     shapes: dict[str, list[tuple[int | None, ...]]] = field(default_factory=dict)  # filled by annotate_shapes
+    # 180: the graph computes the original model's function on the input turned by 180 degrees (the exact
+    # stride-2 lowering, see k210tool.model.rotate); whoever feeds it must turn the image first
+    input_rotation: int = 0
 
     # -- queries -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Node]:
@@ -135,6 +138,7 @@ class Graph:
             list(self.inputs),
             list(self.outputs),
             dict(self.shapes),
+            self.input_rotation,
         )
 
     def input_shape(self, name: str | None = None) -> tuple[int | None, ...]:

@@ -62,6 +62,12 @@ class LoadedModel:
     unknown_classes: list[str] = field(default_factory=list)
     raw: bytes | None = None  # tflite / onnx bytes
     original_model: Any | None = None  # the model before the KPU rewrite, when one ran
+    reference_model: Any | None = None  # after the approximate rewrite rules only (None: none ran)
+
+    @property
+    def input_rotation(self) -> int:
+        """180 when the (lowered) model takes its input turned by 180 degrees."""
+        return self.graph.input_rotation if self.graph is not None else 0
 
     @property
     def is_keras(self) -> bool:

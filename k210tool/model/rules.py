@@ -4,9 +4,11 @@ Shaped like tfmot's graph transforms: a rule finds its pattern in a :class:`Grap
 on the graph's copies of configs and weights (the input model is never touched). The registry
 :data:`RULES` is an explicit ordered tuple; :mod:`k210tool.model.rewrite` applies it until nothing changes.
 
-Why each rule exists (measured with nncase 1.9, ../shared/K210_FACTS.md): PReLU and TensorFlow-"same"
-stride-2 convs each cost CPU Pad/Binary/TableLookup ops and KPU<->CPU round trips; the paper's MobileFaceNet
-needs 9.49 MB with 77 round trips, the rewritten one 1.97 MB with 12.
+Exact rules run by default; approximate ones only when asked (``--prelu relu|leaky``, ``--approximate``),
+because a trained network does not survive them: on a real trained MobileFaceNet PReLU -> ReLU leaves an
+embedding cosine of 0.03 against the original, the symmetric stride-2 padding 0.15 (benchmarks/real_fidelity.py).
+The exact lowering of TensorFlow-"same" stride 2 is :mod:`k210tool.model.rotate`; per-channel PReLU stays in
+the graph and the KPU backend (:mod:`k210tool.compile.kmodel.gen`) runs it on the KPU exactly.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Change:
 
 @dataclass(frozen=True)
 class RuleOptions:
-    prelu: str = "relu"  # relu | leaky | keep
+    prelu: str = "keep"  # keep (exact) | relu | leaky
     leaky_alpha: float | None = None  # None: the mean PReLU slope
 
 
@@ -46,6 +48,11 @@ class Rule:
     produces: str
     exact: str  # "yes", "no", or a condition ("for odd input sizes")
     apply: Callable[[Graph, RuleOptions], list[Change]]
+    approximate: bool = False  # runs only when asked for
+
+    @property
+    def default(self) -> bool:
+        return not self.approximate
 
 
 # --------------------------------------------------------------------------------------------------
@@ -65,11 +72,6 @@ def _padding_pairs(cfg: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int
     a = (a, a) if isinstance(a, int) else (int(a[0]), int(a[1]))
     b = (b, b) if isinstance(b, int) else (int(b[0]), int(b[1]))
     return a, b
-
-
-def tensor_hw(g: Graph, ref: Ref) -> tuple[int, int] | None:
-    """Spatial size of a tensor, from the graph's recorded shapes (build_config / Keras 3 args)."""
-    return g.shapes.get(ref.layer, {}).get(ref.tensor) if hasattr(g, "shapes") else None
 
 
 def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -222,6 +224,17 @@ def _fold_bn_into(layer: Node, bn: Node) -> None:
     layer.weights = [new_kernel.astype(np.float32), np.asarray(new_bias, np.float32)]
 
 
+def rotate180(g: Graph, opts: RuleOptions) -> list[Change]:
+    """TensorFlow-"same" stride 2 on the KPU exactly: turn the network (and its input) by 180 degrees."""
+    from k210tool.model import rotate
+
+    if not rotate.wants_rotation(g) or rotate.blocking_layer(g) is not None:
+        return []
+    changes = [Change("rotate180", name, True, detail) for name, detail in rotate.rotate(g)]
+    changes.append(Change("rotate180", g.inputs[0], True, "the input is turned by 180 degrees (inside the kmodel)"))
+    return changes
+
+
 def dense_to_conv(g: Graph, opts: RuleOptions) -> list[Change]:
     """Flatten of a 1x1 feature -> Dense  becomes  1x1 Conv2D -> Flatten (exact; runs as a KPU conv)."""
     changes = []
@@ -251,18 +264,20 @@ def dense_to_conv(g: Graph, opts: RuleOptions) -> list[Change]:
 RULES: tuple[Rule, ...] = (
     Rule("dropout", "Dropout / GaussianNoise / SpatialDropout", "nothing (identity at inference)", "yes",
          remove_dropout),
-    Rule("prelu", "PReLU (per-channel or shared)", "ReLU (--prelu relu), LeakyReLU (--prelu leaky) or kept",
-         "no (exact only when every slope is 0, or equal for leaky)", replace_prelu),
+    # approximate rules first: the float model they leave is what the kmodel is measured against
+    Rule("prelu", "PReLU (per-channel or shared)", "ReLU (--prelu relu) or LeakyReLU(mean slope) (--prelu leaky)",
+         "no (exact only when every slope is 0, or equal for leaky)", replace_prelu, approximate=True),
     Rule("symmetric-stride2", "Conv2D/DepthwiseConv2D stride 2, padding 'same'",
-         "ZeroPadding2D(symmetric) + padding 'valid' (what the KPU does)", "only for odd input sizes",
-         symmetric_stride2),
+         "ZeroPadding2D(symmetric) + padding 'valid' (moves the sampling grid by one pixel)",
+         "only for odd input sizes", symmetric_stride2, approximate=True),
     Rule("symmetric-zeropad", "asymmetric ZeroPadding2D before a stride-2 'valid' conv",
-         "symmetric ZeroPadding2D", "no (the sampling grid moves by one pixel)", symmetric_zeropad),
+         "symmetric ZeroPadding2D", "no (the sampling grid moves by one pixel)", symmetric_zeropad,
+         approximate=True),
+    # exact lowering
+    Rule("rotate180", "stride-2 convs off the KPU's sampling grid (TF 'same' or ((0,1),(0,1)) padding on even sizes)",
+         "the whole network and its input turned by 180 degrees: the same grid as the KPU's", "yes", rotate180),
     Rule("dense-to-conv", "Flatten of a 1x1 feature -> Dense", "1x1 Conv2D -> Flatten", "yes", dense_to_conv),
     Rule("fold-batchnorm", "BatchNormalization after Dense or Flatten-of-conv (left on the CPU by nncase)",
          "the BN folded into the preceding weights", "yes (within float rounding)", fold_batchnorm),
 )
-
-
-def rule_names() -> list[str]:
-    return [r.name for r in RULES]
+APPROXIMATE = tuple(r.name for r in RULES if r.approximate)

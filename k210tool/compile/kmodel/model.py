@@ -132,6 +132,9 @@ class V4Model:
     constants: bytes
     nodes: list[V4Node]
     reserved0: int = 0
+    # where KPU batch-norm tables and weights start in a convolution's body: ncc 0.2 aligns them to 256 bytes,
+    # nncase 1.9 (v5) to 8 for the same KPU; the activation table is always 256-aligned
+    table_alignment: int = 256
 
 
 # ----------------------------------------------------------------------------------------------- v5

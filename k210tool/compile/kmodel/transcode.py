@@ -135,8 +135,11 @@ class _Transcoder:
         for rng in inputs + outputs:
             if rng.location != V4_MAIN:
                 raise TranscodeError("a model input or output is not in main memory")
+        # batch-norm tables and weights 8-aligned as nncase 1.9 places them for the same KPU (ncc 0.2 used 256:
+        # up to 510 bytes of padding per layer); activation tables stay 256-aligned
+        constants = _keep_referenced(self.nodes, self.constants)
         return V4Model(flags=0, target=1, main_mem=self.main_size, inputs=inputs, input_shapes=shapes,
-                       outputs=outputs, constants=self.constants, nodes=self.nodes)
+                       outputs=outputs, constants=constants, nodes=self.nodes, table_alignment=8)
 
     def _function(self, m: int, fn: Function, resolve: Any) -> None:
         mod = self.v5.modules[m]
@@ -357,13 +360,15 @@ class _Transcoder:
 
     def _op_slice(self, a: dict, resolve: Any) -> None:
         rank = len(a["shape"])
-        if rank > 4 or any(i32(s) <= 0 for s in a["strides"]):
-            raise TranscodeError(f"{self.where_now}: slice of rank {rank} or with negative strides", _DEFAULT_HINT)
+        if rank > 4 or any(i32(s) == 0 for s in a["strides"]):
+            raise TranscodeError(f"{self.where_now}: slice of rank {rank} or with a zero stride", _DEFAULT_HINT)
         lead = 4 - rank
         begin = (0,) * lead + tuple(int(b) for b in a["begins"])
-        end = (1,) * lead + tuple(min(i32(e), d) for e, d in zip(a["ends"], a["shape"], strict=True))
+        # both runtimes loop `stride > 0 ? i < end : i > end` (a negative stride runs down to end + 1)
+        end = (1,) * lead + tuple(min(i32(e), d) if i32(s) > 0 else max(i32(e), -1)
+                                  for e, s, d in zip(a["ends"], a["strides"], a["shape"], strict=True))
         strides = (1,) * lead + tuple(i32(s) for s in a["strides"])
-        out_shape = tuple(max(0, (e - b + s - 1) // s) for b, e, s in zip(begin, end, strides, strict=True))
+        out_shape = tuple(len(range(b, e, s)) for b, e, s in zip(begin, end, strides, strict=True))
         src = self._in(a["input"], a["shape"], a["in_strides"], resolve)
         dst = self._out(a["output"], out_shape[lead:], a["out_strides"], resolve)
         self._strided_slice(src, dst, _shape4(a["shape"]), begin, end, strides)
@@ -433,6 +438,31 @@ def transcode(model: Kmodel) -> Kmodel:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _keep_referenced(nodes: list[V4Node], constants: bytes) -> bytes:
+    """The constants v4 ops still read, packed (each range moved, the ops' ranges updated in place).
+
+    v5 keeps every constant in the stackvm ``.rdata``; v4 stores a CPU conv's weights and bias inside the op
+    itself, so copying ``.rdata`` whole would store them twice."""
+    moved: dict[tuple[int, int], int] = {}
+    out = bytearray()
+
+    def remap(value: Any) -> Any:
+        if isinstance(value, MemoryRange) and value.location == V4_CONST:
+            key = (value.start, value.size)
+            if key not in moved:
+                start = _align(len(out), 8)
+                out.extend(bytes(start - len(out)))
+                out.extend(constants[value.start : value.start + value.size])
+                moved[key] = start
+            return MemoryRange(V4_CONST, value.datatype, moved[key], value.size)
+        return value
+
+    for node in nodes:
+        if isinstance(node.op, Op):
+            node.op.args = {k: remap(v) for k, v in node.op.args.items()}
+    return bytes(out)
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 

@@ -138,6 +138,7 @@ def read_v4(data: bytes) -> Kmodel:
     headers = [r.unpack("2I", f"node {i} header") for i in range(_count(r, n_nodes, 8, "node headers"))]
     nodes: list[V4Node] = []
     pos = r.pos
+    alignment = 256
     for i, (opcode, body_size) in enumerate(headers):
         end = pos + body_size
         if end > len(data):
@@ -148,8 +149,12 @@ def read_v4(data: bytes) -> Kmodel:
             end = len(data)
         body = Reader(data, pos, end, f"kmodel v4 node {i} ({op_name(opcode)})")
         nodes.append(V4Node(opcode, op_name(opcode), _read_body(opcode, body), body_size))
+        op = nodes[-1].op
+        if isinstance(op, KpuConv) and (pos + 24 + 8 * LAYER_WORDS + op.layer.get("bwsx_base_addr")) % 256:
+            alignment = 8  # batch-norm tables not 256-aligned: a compact file (k210tool's transcoder)
         pos += body_size
-    model = V4Model(flags, target, main_mem, inputs, shapes, outputs, constants, nodes, reserved0)  # type: ignore[arg-type]
+    model = V4Model(flags, target, main_mem, inputs, shapes, outputs, constants, nodes, reserved0,  # type: ignore[arg-type]
+                    alignment)
     return _common(model, len(data))
 
 
@@ -205,7 +210,7 @@ def write_v4_model(model: V4Model) -> bytes:
     unpadded_end = w.pos
     for i, node in enumerate(model.nodes):
         start = w.pos
-        _write_body(w, node)
+        _write_body(w, node, model.table_alignment)
         unpadded_end = w.pos
         w.align(8)
         w.patch(headers_at + 8 * i, "2I", node.opcode, w.pos - start)
@@ -214,27 +219,27 @@ def write_v4_model(model: V4Model) -> bytes:
     return bytes(w.buf)
 
 
-def _write_body(w: Writer, node: V4Node) -> None:
+def _write_body(w: Writer, node: V4Node, table_alignment: int = 256) -> None:
     op = node.op
     if isinstance(op, KpuConv):
-        _write_kpu_conv(w, op)
+        _write_kpu_conv(w, op, table_alignment)
         return
     if node.opcode not in OPS:
         raise KmodelError(f"cannot write unknown v4 opcode 0x{node.opcode:X}")
     write_fields(w, OPS[node.opcode][1], op.args)
 
 
-def _write_kpu_conv(w: Writer, conv: KpuConv) -> None:
+def _write_kpu_conv(w: Writer, conv: KpuConv, table_alignment: int = 256) -> None:
     out = conv.main_mem_output or MemoryRange(0, 0, 0, 0)
     w.pack("4I", out.location, out.datatype, out.start, out.size)
     w.pack("iI", conv.batches, conv.reserved0)
     layer_at = w.pos
     w.raw(bytes(8 * LAYER_WORDS))
-    bn_pad = w.align(256)
+    bn_pad = w.align(table_alignment)
     w.raw(conv.batch_norm.words.astype("<u8"))
     act_pad = w.align(256)
     w.raw(conv.activation.to_bytes())
-    w_pad = w.align(256)
+    w_pad = w.align(table_alignment)
     w.raw(np.asarray(conv.weights, dtype=np.uint8))
     # v4 keeps the padding-byte counts in the three address fields (SDK k210_ops_body.h).
     layer = conv.layer.replace(bwsx_base_addr=bn_pad, active_addr=act_pad, para_start_addr=w_pad)

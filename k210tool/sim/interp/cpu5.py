@@ -225,13 +225,20 @@ def build_slice(op: Op) -> Step:
             raise UnsupportedOp("slice with stride 0")
         idx.append(np.arange(b, min(e, d), s) if s > 0 else np.arange(b, max(e, -1), s))
     out_shape = tuple(len(i) for i in idx)
-    sl = tuple(slice(int(i[0]), int(i[-1]) + (1 if s > 0 else -1) or None, i32(s)) if len(i) else slice(0, 0)
-               for i, s in zip(idx, a["strides"], strict=True))
+    sl = tuple(py_slice(i, i32(s)) for i, s in zip(idx, a["strides"], strict=True))
 
     def step(mem: Any) -> None:
         src = _t(mem, a["input"], shape, a["in_strides"])
         _t(mem, a["output"], out_shape, a["out_strides"], src.dtype)[...] = src[(slice(None),) + sl]
     return step
+
+
+def py_slice(idx: np.ndarray, step: int) -> slice:
+    """The Python slice picking exactly the indices ``idx`` (a stop below 0 means "through index 0")."""
+    if not len(idx):
+        return slice(0, 0)
+    stop = int(idx[-1]) + (1 if step > 0 else -1)
+    return slice(int(idx[0]), stop if stop >= 0 else None, step)
 
 
 def build_transpose(op: Op) -> Step:

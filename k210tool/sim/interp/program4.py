@@ -16,7 +16,15 @@ import numpy as np
 
 from k210tool.compile.kmodel.model import V4_CONST, V4_KPU, V4_MAIN, Kmodel, KpuConv, MemoryRange, Op
 from k210tool.sim.interp import jit, kpu
-from k210tool.sim.interp.cpu5 import F32, Conv2dGeometry, UnsupportedOp, by_images, conv2d_f32, row_views
+from k210tool.sim.interp.cpu5 import (
+    F32,
+    Conv2dGeometry,
+    UnsupportedOp,
+    by_images,
+    conv2d_f32,
+    py_slice,
+    row_views,
+)
 from k210tool.sim.interp.memory import view
 
 Step = Callable[[dict], None]
@@ -208,8 +216,10 @@ def _pad(op: Op) -> Step:
 def _strided_slice(op: Op) -> Step:
     a = op.args
     dt = _DT.get(a["input"].datatype)
-    sl = (slice(None),) + tuple(slice(b, e, s) for b, e, s in zip(a["begin"], a["end"], a["strides"], strict=True))
-    out_shape = tuple(len(range(b, e, s)) for b, e, s in zip(a["begin"], a["end"], a["strides"], strict=True))
+    # the v0 runtime loops `stride > 0 ? i < end : i > end`, which is Python's range (end -1: down to 0)
+    ranges = [np.arange(b, e, s) for b, e, s in zip(a["begin"], a["end"], a["strides"], strict=True)]
+    sl = (slice(None),) + tuple(py_slice(r, s) for r, s in zip(ranges, a["strides"], strict=True))
+    out_shape = tuple(len(r) for r in ranges)
 
     def step(pools: dict) -> None:
         src = _t(pools, a["input"], a["in_shape"], dt)

@@ -1,0 +1,120 @@
+"""Which output channels share a KPU layer (and its one activation table), in which order.
+
+A per-channel PReLU needs a zone per channel (``act``); a table holds seven when they chain: each zone's
+left arm must start from the value the previous zone's right arm ends at, or a guard segment is spent.
+Channels whose orientation is free (their zero point is their own, or flipping costs little) are turned so
+they chain. When the layer's output order is free (a dense convolution: the next layer's weights follow any
+order) channels are picked greedily to chain; when it is fixed (a depthwise convolution keeps its input's
+order) groups are consecutive runs. Groups start on the KPU row layout's channel blocks (4 channels share a
+64-byte row when the map is at most 16 wide, 2 up to 32), padded with unused channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from k210tool.compile.kmodel.gen.act import Zone, segments_needed
+
+MAX_SEGMENTS = 16
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to store a channel: its zone and orientation, with its scale and zero point."""
+
+    zone: Zone
+    orient: float
+    scale: float
+    zero: int
+
+
+@dataclass
+class Group:
+    channels: list[int]  # original channels, in storage order (-1: padding)
+    options: list[Option | None]  # the chosen option per stored channel (None for padding)
+
+    @property
+    def zones(self) -> list[Zone]:
+        seen: list[Zone] = []
+        for o in self.options:
+            if o is not None and o.zone not in seen:
+                seen.append(o.zone)
+        return seen
+
+
+def pack(options: list[list[Option]], align: int, free_order: bool) -> list[Group]:
+    """Groups of channels for KPU layers; ``options[c]`` lists channel c's acceptable options, best first."""
+    if free_order:
+        return _pad_groups(_greedy(options), align)
+    return _runs(options, align)
+
+
+def _cost(zones: list[Zone], option: Option) -> int:
+    """Segments that appending ``option``'s zone after ``zones`` costs (0 when the zone is already there)."""
+    z = option.zone
+    if z in zones:
+        return 0
+    guard = z.left_end is not None and (not zones or zones[-1].right_end != z.left_end)
+    return 2 + int(guard)
+
+
+def _greedy(options: list[list[Option]]) -> list[Group]:
+    left = list(range(len(options)))
+    groups: list[Group] = []
+    while left:
+        chans: list[int] = []
+        chosen: list[Option | None] = []
+        zones: list[Zone] = []
+        while left:
+            best = None
+            for c in left:  # cheapest first, channels with one option before those that can turn
+                for rank, opt in enumerate(options[c]):
+                    key = (_cost(zones, opt), len(options[c]) > 1, rank)
+                    if best is None or key < best[0]:
+                        best = (key, c, opt)
+            assert best is not None
+            _key, c, opt = best
+            new = zones + ([opt.zone] if opt.zone not in zones else [])
+            if segments_needed(new) > MAX_SEGMENTS:
+                break
+            zones = new
+            chans.append(c)
+            chosen.append(opt)
+            left.remove(c)
+        groups.append(Group(chans, chosen))
+    return groups
+
+
+def _pad_groups(groups: list[Group], align: int) -> list[Group]:
+    for g in groups:
+        while len(g.channels) % align:
+            g.channels.append(-1)
+            g.options.append(None)
+    return groups
+
+
+def _runs(options: list[list[Option]], align: int) -> list[Group]:
+    """Consecutive channels, each group a multiple of ``align`` long (the storage order is fixed)."""
+    groups: list[Group] = []
+    c = 0
+    n = len(options)
+    while c < n:
+        best: tuple[int, list[Option]] | None = None
+        zones: list[Zone] = []
+        chosen: list[Option] = []
+        end = c
+        while end < n:
+            opt = min(options[end], key=lambda o, z=zones: _cost(z, o))
+            new = zones + ([opt.zone] if opt.zone not in zones else [])
+            if segments_needed(new) > MAX_SEGMENTS:
+                break
+            zones, end = new, end + 1
+            chosen.append(opt)
+            if (end - c) % align == 0 or end == n:
+                best = (end, list(chosen))
+        if best is None:
+            raise ValueError(f"{align} channels of this layer do not fit one activation table")
+        end, chosen = best
+        groups.append(Group(list(range(c, end)), list(chosen)))
+        c = end
+    return groups
