@@ -23,7 +23,7 @@ class CheckOptions:
     firmware: str | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
     rewritten: bool = False  # check the model as `convert` would compile it (after the KPU rewrite)
-    prelu: str = "relu"
+    prelu: str = "keep"
     compile: bool = False  # also compile with nncase (random calibration) and show its measured figures
 
 

@@ -1,8 +1,9 @@
 """``convert``: model file -> kmodel + summary. The pipeline every user runs first.
 
-load (cut the training head, fix the input size) -> rewrite for the KPU -> calibration images ->
-TFLite -> nncase (quantize, compile, dump) -> kmodel version for the board -> fit checks ->
-atomic writes of ``OUT.kmodel`` and ``OUT.kmodel.json``.
+load (cut the training head, fix the input size) -> calibration images -> exact lowering for the KPU (and the
+approximate rules the user asked for, refused below a float cosine of 0.99 unless accepted) -> k210tool's
+KPU backend (per-channel quantization, PReLU on the KPU), or nncase 1.9 for what the backend cannot express
+-> kmodel version for the board -> fit checks -> atomic writes of ``OUT.kmodel`` and ``OUT.kmodel.json``.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from k210tool.model.load import LoadedModel, LoadOptions, load_model
 from k210tool.preprocess import Preprocess, find_images, load_array, load_folder
 from k210tool.report import Reporter
 
+BACKENDS = ("auto", "k210tool", "nncase")
+FLOAT_LOSS_LIMIT = 0.99  # approximate rewrites below this float cosine need --accept-float-loss
+
 
 @dataclass(frozen=True)
 class CalibrationOptions:
     source: str | None = None  # a folder of images, a .npy file, or "random"
     count: int = 100
     seed: int = 0
-    method: str = "no_clip"
+    method: str = "auto"  # auto | minmax | percentile (k210tool backend) | nncase's no_clip, l2, kld_m*, cdf
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,11 @@ class ConvertOptions:
     resize: str = "crop"
     load: LoadOptions = field(default_factory=LoadOptions)
     rewrite: bool = True
-    prelu: str = "relu"  # relu | leaky | keep
+    prelu: str = "keep"  # keep (exact) | relu | leaky (approximate, only when asked)
+    approximate: tuple[str, ...] = ()  # approximate rewrite rules asked for by name
+    accept_float_loss: bool = False  # write the kmodel even when approximate rules cost float accuracy
+    backend: str = "auto"  # auto (k210tool's KPU backend, nncase when it cannot) | k210tool | nncase
+    prelu_layout: str = "auto"  # how the k210tool backend lays per-channel PReLU out: auto | zones | split
     kmodel_version: int | None = None  # None: what the board's firmware loads
     allow_overflow: bool = False  # write the kmodel even when it does not fit the board's RAM
     keep_dump: Path | None = None
@@ -164,6 +172,8 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     out = check_output_path(opts.output or default_output(Path(opts.model)))
     if out.resolve() == Path(opts.model).resolve():
         raise InputError("the output would overwrite the input model", "choose another -o path")
+    if opts.backend not in BACKENDS:
+        raise InputError(f"--backend {opts.backend!r}", f"use one of {', '.join(BACKENDS)}")
     _check_calibration_source(opts.calibration)
     version = choose_kmodel_version(board, opts.kmodel_version, rep)
 
@@ -173,23 +183,77 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
     rewrite_report = _rewrite(loaded, opts, pre.normalize(calib[:64]), calib_desc, rep)
-    with rep.stage("tflite"):
-        model_bytes = _model_bytes(loaded)
-    settings = NncaseSettings(pre, model_format="onnx" if loaded.format == "onnx" else "tflite",
-                              model_layout=loaded.input_layout, calibrate_method=opts.calibration.method)
-    with rep.stage("compile"):
-        result = compile_kmodel(model_bytes, settings, calib, rep, keep_dump=opts.keep_dump)
-    kmodel = result.kmodel
+    compiled = _compile(loaded, opts, pre, calib, rep)
+    kmodel = compiled.kmodel
     if version == 4:
         with rep.stage("transcode to v4"):
             kmodel = _transcoder()(kmodel)
 
-    summary = _summarize(opts, loaded, out, kmodel, version, board, pre, settings, result, calib_desc, rewrite_report, rep)
+    summary = _summarize(opts, loaded, out, kmodel, version, board, pre, compiled, calib_desc, rewrite_report, rep)
     _check_fit(summary, board, opts, rep)
-    summary.float_model = _save_rewritten(loaded, out, rewrite_report) or str(opts.model)
+    summary.float_model = _save_reference(loaded, out) or str(opts.model)
     write_bytes(out, kmodel)
     summary_file = write_json(summary_path(out), summary.to_dict())
     return ConvertResult(out, summary_file, summary)
+
+
+@dataclass
+class Compiled:
+    """A compile's result, whichever backend made it."""
+
+    kmodel: bytes  # v5
+    backend: str  # k210tool | nncase
+    quantization: dict[str, Any]
+    ops: OpCounts | None = None  # from nncase's dump (None: read from the kmodel)
+    memory: Any = None  # nncase's MemoryUsage
+    kpu: dict[str, Any] | None = None  # the k210tool backend's figures: layers, MACs, weight bytes
+    fallback: str | None = None  # why the k210tool backend did not compile it
+
+
+def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter) -> Compiled:
+    from k210tool.compile.netplan import PlanError
+
+    method = opts.calibration.method
+    why = None
+    if loaded.is_keras and opts.backend in ("auto", "k210tool"):
+        from k210tool.compile.kpu_backend import BackendOptions, compile_kpu
+
+        try:
+            with rep.stage("compile (k210tool KPU backend)"):
+                res = compile_kpu(loaded.model, loaded.graph, pre, calib,
+                                  BackendOptions("minmax" if method == "auto" else method, opts.prelu_layout), rep)
+            st = res.stats
+            kpu = {"layers": st.kpu_layers, "kpu_macs": st.kpu_macs, "cpu_macs": st.cpu_macs,
+                   "kpu_weight_bytes": st.kpu_weight_bytes, "cpu_weight_bytes": st.cpu_weight_bytes,
+                   "kpu_ram_peak": st.kpu_ram_peak, "prelu_layout": opts.prelu_layout, "per_op": st.per_op}
+            quant = {"input_type": "uint8", "activations": "uint8, per-channel scale and zero point",
+                     "weights": "uint8, per output channel (symmetric)", "calibrate_method": res.ranges.method}
+            return Compiled(res.kmodel, "k210tool", quant, kpu=kpu)
+        except PlanError as exc:
+            if opts.backend == "k210tool":
+                raise
+            why = exc.message
+            rep.info(f"k210tool's KPU backend cannot express this model ({why}): compiling with nncase")
+    elif not loaded.is_keras and opts.backend == "k210tool":
+        raise InputError(f"k210tool's KPU backend reads Keras models; {loaded.path} is {loaded.format}",
+                         "use --backend nncase (or auto)")
+    if method in ("minmax", "percentile"):
+        raise InputError(f"--calib-method {method} is k210tool's backend's; nncase compiles this model",
+                         "use no_clip, l2, kld_m0/1/2 or cdf")
+    with rep.stage("tflite"):
+        model_bytes = _model_bytes(loaded)
+    settings = NncaseSettings(pre, model_format="onnx" if loaded.format == "onnx" else "tflite",
+                              model_layout=loaded.input_layout,
+                              calibrate_method="no_clip" if method == "auto" else method)
+    with rep.stage("compile (nncase)"):
+        result = compile_kmodel(model_bytes, settings, calib, rep, keep_dump=opts.keep_dump)
+    dump = result.dump
+    quant = {"input_type": "uint8", "quant_type": "uint8", "w_quant_type": "uint8",
+             "calibrate_method": settings.calibrate_method,
+             "nncase_input_range": settings.compile_options().get("input_range")}
+    ops = OpCounts(dump.kpu_convs, dump.kpu_uploads, dump.kpu_downloads, dump.cpu_ops, dump.cpu_compute_ops,
+                   dump.problem_ops)
+    return Compiled(result.kmodel, "nncase", quant, ops, dump.memory, fallback=why)
 
 
 def _rewrite(loaded: LoadedModel, opts: ConvertOptions, images: np.ndarray, desc: str,
@@ -199,25 +263,30 @@ def _rewrite(loaded: LoadedModel, opts: ConvertOptions, images: np.ndarray, desc
     from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
 
     with rep.stage("rewrite"):
-        report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu), rep, images, desc)
+        report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate), rep,
+                                images, desc)
     inexact = [c for c in report.changes if not c.exact]
     if inexact and report.cosine is not None:
-        rules = sorted({c.rule for c in inexact})
-        rep.warn(f"the KPU rewrite changed the float model ({len(inexact)} approximate changes: {', '.join(rules)}); "
-                 f"embedding cosine vs the original {report.cosine:.4f} (min {report.cosine_min:.4f}) on {desc}. "
-                 "Recover it with `k210tool distill`, or keep layers with --prelu keep / --no-rewrite")
+        rules = ", ".join(sorted({c.rule for c in inexact}))
+        loss = (f"the approximate rewrite ({rules}) leaves an embedding cosine of {report.cosine:.4f} "
+                f"(min {report.cosine_min:.4f}) against the original on {desc}")
+        if report.cosine < FLOAT_LOSS_LIMIT and not opts.accept_float_loss:
+            raise InputError(loss + f", below {FLOAT_LOSS_LIMIT}: the kmodel would not recognise the same faces",
+                             "drop --prelu relu/leaky and --approximate (the exact lowering is the default), "
+                             "or pass --accept-float-loss and recover with `k210tool distill`")
+        rep.warn(loss + ("" if report.cosine >= FLOAT_LOSS_LIMIT else " (accepted: --accept-float-loss)"))
     return report.to_dict()
 
 
-def _save_rewritten(loaded: LoadedModel, out: Path, report: dict[str, Any] | None) -> str | None:
-    """Keep the rewritten float model beside the kmodel: it is what the kmodel was compiled from, and what
-    `compare` should measure the kmodel against."""
-    if not report or not report.get("changes"):
+def _save_reference(loaded: LoadedModel, out: Path) -> str | None:
+    """Keep the float model the kmodel computes beside it when approximate rules changed it: it is what
+    `compare` should measure the kmodel against (the exact lowering alone computes the original)."""
+    if loaded.reference_model is None:
         return None
     from k210tool.model.rewrite import save_model
 
     path = out.with_name(out.stem + ".rewritten.h5")
-    save_model(loaded.model, path)
+    save_model(loaded.reference_model, path)
     return str(path)
 
 
@@ -226,17 +295,30 @@ def _model_bytes(loaded: LoadedModel) -> bytes:
         return loaded.raw
     from k210tool.compile.tflite import export_tflite
 
-    return export_tflite(loaded.model, loaded.input_shape)
+    return export_tflite(loaded.model, loaded.input_shape, rotate180=loaded.input_rotation == 180)
 
 
 def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: bytes, version: int, board: Board,
-               pre: Preprocess, settings: NncaseSettings, result: Any, calib_desc: str,
-               rewrite_report: dict[str, Any] | None, rep: Reporter) -> Summary:
-    dump = result.dump
-    mem = dump.memory
-    in_shape = settings.input_shape()
+               pre: Preprocess, compiled: Compiled, calib_desc: str, rewrite_report: dict[str, Any] | None,
+               rep: Reporter) -> Summary:
+    from k210tool.compile.kmodel import read_kmodel
+    from k210tool.compile.kmodel.footprint import census, footprint
+
+    km = read_kmodel(kmodel)
+    fp = footprint(km)
+    if compiled.ops is not None:
+        ops = compiled.ops
+    else:
+        c = census(km)
+        ops = OpCounts(c.kpu_convs, c.kpu_uploads, c.kpu_downloads, c.cpu_ops, c.cpu_compute_ops, {})
+    in_shape = [1, pre.channels, pre.height, pre.width]
     out_shape = [1, *[int(d) for d in loaded.output_shape]]
     loads_on = sorted(f.id for f in all_firmware().values() if f.loads(version))
+    parts = fp.parts
+    memory = Memory(parts.get("input", 0), parts.get("output", 0),
+                    fp.working - parts.get("input", 0) - parts.get("output", 0), fp.file, fp.total,
+                    board.model_memory, fp.total <= board.model_memory)
+    quant = dict(compiled.quantization, calibration=calib_desc)
     return Summary(
         kmodel=str(out),
         kmodel_version=version,
@@ -244,16 +326,12 @@ def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: byt
         kmodel_sha256=hashlib.sha256(kmodel).hexdigest(),
         source=str(opts.model),
         source_format=loaded.format,
-        inputs=[TensorInfo("input", in_shape, "uint8", settings.input_layout)],
+        inputs=[TensorInfo("input", in_shape, "uint8", "NCHW")],
         outputs=[TensorInfo("output", out_shape, "float32")],
         preprocess=pre.to_dict(),
-        quantization={"input_type": "uint8", "quant_type": "uint8", "w_quant_type": "uint8",
-                      "calibration": calib_desc, "calibrate_method": settings.calibrate_method,
-                      "nncase_input_range": settings.compile_options().get("input_range")},
-        ops=OpCounts(dump.kpu_convs, dump.kpu_uploads, dump.kpu_downloads, dump.cpu_ops,
-                     dump.cpu_compute_ops, dump.problem_ops),
-        memory=Memory(mem.input, mem.output, mem.data, mem.model, mem.total, board.model_memory,
-                      mem.total <= board.model_memory),
+        quantization=quant,
+        ops=ops,
+        memory=memory,
         board=board.id,
         firmware=board.firmware.id,
         flash_size=board.flash_size,
@@ -266,6 +344,10 @@ def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: byt
         warnings=list(rep.warnings),
         tool=f"k210tool {__version__}",
         nncase=NNCASE_VERSION,
+        backend=compiled.backend,
+        kpu=compiled.kpu,
+        fallback=compiled.fallback,
+        input_rotation=loaded.input_rotation,
     )
 
 
@@ -280,8 +362,8 @@ def _check_fit(s: Summary, board: Board, opts: ConvertOptions, rep: Reporter) ->
         msg = (f"the kmodel needs {s.memory.total / 2**20:.2f} MiB of RAM; {board.firmware.name} leaves "
                f"{board.model_memory / 2**20:.2f} MiB for a model")
         if not opts.allow_overflow:
-            hint = ("keep the KPU rewrite on (it is by default), see `k210tool check`, or pass --allow-overflow "
-                    "to write the kmodel anyway")
+            hint = ("see `k210tool check` for what takes the memory, choose a board with more RAM, or pass "
+                    "--allow-overflow to write the kmodel anyway")
             raise DoesNotFitError(msg, hint)
         rep.warn(msg + " (written anyway: --allow-overflow)")
         s.warnings = list(rep.warnings)

@@ -19,7 +19,8 @@ from k210tool.report import Reporter
 class RewriteCommandOptions:
     model: Path
     output: Path
-    prelu: str = "relu"
+    prelu: str = "keep"
+    approximate: tuple[str, ...] = ()
     only: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()
     calib: str | None = None
@@ -65,7 +66,8 @@ def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -
     pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
     images, desc = measurement_images(opts.calib, pre, opts.calib_count, rep)
     with rep.stage("rewrite"):
-        report = rewrite_loaded(loaded, RewriteOptions(opts.prelu, opts.only, opts.skip), rep, images, desc)
+        report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate, only=opts.only,
+                                                         skip=opts.skip), rep, images, desc)
     with rep.stage("save"):
         save_model(loaded.model, opts.output)
     return RewriteResult(str(opts.model), str(opts.output), report,

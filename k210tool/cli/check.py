@@ -15,7 +15,7 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.argument("model", type=click.Path(path_type=Path))
 @board_options
 @click.option("--rewritten", is_flag=True, help="Check the model as convert compiles it (after the KPU rewrite).")
-@click.option("--prelu", type=click.Choice(["relu", "leaky", "keep"]), default="relu", show_default=True,
+@click.option("--prelu", type=click.Choice(["keep", "relu", "leaky"]), default="keep", show_default=True,
               help="With --rewritten: what PReLU becomes.")
 @click.option("--compile", "do_compile", is_flag=True,
               help="Also compile with nncase (random calibration) and show its measured figures beside the prediction.")

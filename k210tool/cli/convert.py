@@ -75,15 +75,27 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
 @click.option("--calib", metavar="DIR|FILE.npy|random",
               help="Calibration data: a folder of face images (recursive), a .npy of uint8 images, or 'random'.")
 @click.option("--calib-count", default=100, show_default=True, help="Calibration images to use at most.")
-@click.option("--calib-method", default="no_clip", show_default=True,
-              type=click.Choice(["no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf"]),
-              help="nncase's activation-range method.")
+@click.option("--calib-method", default="auto", show_default=True,
+              type=click.Choice(["auto", "minmax", "percentile", "no_clip", "l2", "kld_m0", "kld_m1", "kld_m2", "cdf"]),
+              help="Activation ranges: minmax/percentile (per channel, k210tool's backend; auto = minmax) or "
+                   "nncase's methods when nncase compiles.")
 @board_options
 @click.option("--kmodel-version", type=click.Choice(["4", "5"]), default=None,
               help="kmodel format (default: what the board's firmware loads; v4 for released MaixPy/CanMV).")
-@click.option("--no-rewrite", is_flag=True, help="Compile the model as it is, without the KPU rewrite.")
-@click.option("--prelu", type=click.Choice(["relu", "leaky", "keep"]), default="relu", show_default=True,
-              help="What the rewrite turns PReLU into (keep: leave it, costing CPU round trips and memory).")
+@click.option("--no-rewrite", is_flag=True, help="Compile the model as it is, without the KPU lowering.")
+@click.option("--prelu", type=click.Choice(["keep", "relu", "leaky"]), default="keep", show_default=True,
+              help="keep: per-channel PReLU runs exactly on the KPU. relu/leaky: APPROXIMATE replacements "
+                   "(a trained network loses most of its accuracy; refused below float cosine 0.99).")
+@click.option("--approximate", multiple=True, type=click.Choice(["symmetric-stride2", "symmetric-zeropad"]),
+              help="Also run this approximate rewrite rule (repeatable; the exact lowering needs none).")
+@click.option("--accept-float-loss", is_flag=True,
+              help="Write the kmodel even when an approximate rule leaves the float cosine below 0.99.")
+@click.option("--backend", type=click.Choice(["auto", "k210tool", "nncase"]), default="auto", show_default=True,
+              help="Who compiles: k210tool's own KPU backend (per-channel quantization, PReLU on the KPU), "
+                   "nncase 1.9, or auto (k210tool's, nncase for models it cannot express).")
+@click.option("--prelu-layout", type=click.Choice(["auto", "zones", "split"]), default="auto", show_default=True,
+              help="k210tool backend: per-channel PReLU as several slopes per activation table (zones) or as "
+                   "relu(v)/relu(-v) channels the next dense layer combines (split; auto where it fits).")
 @click.option("--allow-overflow", is_flag=True, help="Write the kmodel even if it needs more RAM than the board has.")
 @click.option("--keep-dump", type=click.Path(file_okay=False, path_type=Path),
               help="Keep nncase's dump (IR, schedule, KPU ops) in this folder.")
@@ -91,15 +103,18 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
 @preprocess_options
 @common_options
 def convert(model: Path, output: Path | None, calib: str | None, calib_count: int, calib_method: str, board: str,
-            firmware: str | None, kmodel_version: str | None, no_rewrite: bool, prelu: str, allow_overflow: bool,
-            keep_dump: Path | None, mean: str | None, std: str | None, input_range: tuple[float, float] | None,
-            bgr: bool, resize: str, state: CliState, **kw: Any) -> None:
+            firmware: str | None, kmodel_version: str | None, no_rewrite: bool, prelu: str,
+            approximate: tuple[str, ...], accept_float_loss: bool, backend: str, prelu_layout: str,
+            allow_overflow: bool, keep_dump: Path | None, mean: str | None, std: str | None,
+            input_range: tuple[float, float] | None, bgr: bool, resize: str, state: CliState, **kw: Any) -> None:
     """Convert MODEL (.h5, .keras, .tflite, .onnx) into a K210 .kmodel.
 
     \b
     Steps: load (legacy tf.keras .h5 via tf_keras) -> cut the training head (ArcFace/softmax, label inputs,
-    unknown custom classes) -> rewrite into KPU-friendly ops -> calibrate -> compile with nncase 1.9
-    (k210, uint8) -> check it fits the board -> write OUT.kmodel and OUT.kmodel.json atomically.
+    unknown custom classes) -> lower exactly for the KPU (TF "same" stride 2 by turning the network 180
+    degrees; per-channel PReLU kept) -> calibrate per channel -> k210tool's KPU backend writes the kmodel
+    (nncase 1.9 compiles what it cannot express) -> check it fits the board -> write OUT.kmodel and
+    OUT.kmodel.json atomically. Approximate rewrites (--prelu relu|leaky, --approximate) only when asked.
 
     \b
     Preprocessing: the model is assumed to take (pixel - 127.5) / 128 in RGB order; say otherwise with
@@ -131,6 +146,10 @@ def convert(model: Path, output: Path | None, calib: str | None, calib_count: in
         load=load_options_from(kw),
         rewrite=not no_rewrite,
         prelu=prelu,
+        approximate=approximate,
+        accept_float_loss=accept_float_loss,
+        backend=backend,
+        prelu_layout=prelu_layout,
         kmodel_version=int(kmodel_version) if kmodel_version else None,
         allow_overflow=allow_overflow,
         keep_dump=keep_dump,
@@ -154,13 +173,21 @@ def render_summary(s: Any, console: Any) -> None:
     t.add_row("input", f"{inp.dtype} {inp.shape} {inp.layout}; pixels -> (x - {s.preprocess['mean'][0]:g}) / "
               f"{s.preprocess['std'][0]:g}, {s.preprocess['color']}")
     t.add_row("output", f"{out.dtype} {out.shape}")
-    t.add_row("calibration", str(s.quantization["calibration"]))
-    t.add_row("KPU convs", str(s.ops.kpu_convs))
+    t.add_row("calibration", f"{s.quantization['calibration']} ({s.quantization.get('calibrate_method')})")
+    backend = s.backend + (f" (k210tool's backend could not: {s.fallback})" if s.fallback else "")
+    t.add_row("compiled by", backend)
+    if s.kpu:
+        t.add_row("KPU layers", f"{s.kpu['layers']} ({s.kpu['kpu_macs'] / 1e6:.0f} M multiply-adds, "
+                  f"{human_bytes(s.kpu['kpu_weight_bytes'])} of weights); CPU {s.kpu['cpu_macs'] / 1e6:.2f} M "
+                  f"multiply-adds, {human_bytes(s.kpu['cpu_weight_bytes'])} of float weights")
+    else:
+        t.add_row("KPU convs", str(s.ops.kpu_convs))
     t.add_row("KPU uploads", f"{s.ops.kpu_uploads} (CPU -> KPU round trips)")
     cpu = ", ".join(f"{k} x{v}" for k, v in sorted(s.ops.cpu_compute_ops.items())) or "none"
     t.add_row("CPU ops (besides glue)", cpu)
     fit = "fits" if s.memory.fits else "DOES NOT FIT"
-    t.add_row("memory (nncase TOTAL)", f"{human_bytes(s.memory.total)} of {human_bytes(s.memory.board_limit)} "
+    t.add_row("memory", f"{human_bytes(s.memory.total)} (kmodel {human_bytes(s.memory.model)} + working "
+              f"{human_bytes(s.memory.total - s.memory.model)}) of {human_bytes(s.memory.board_limit)} "
               f"for {s.board}/{s.firmware}: {fit}")
     t.add_row("flash", f"{human_bytes(s.kmodel_size)}: {'fits' if s.fits_flash else 'DOES NOT FIT'}")
     t.add_row("loads on", ", ".join(s.loads_on) + ("" if s.board_loads_it else f" (NOT {s.firmware})"))

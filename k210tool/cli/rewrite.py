@@ -15,8 +15,10 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Rewritten model: .h5 (legacy tf.keras, loads anywhere) or .keras.")
-@click.option("--prelu", type=click.Choice(["relu", "leaky", "keep"]), default="relu", show_default=True,
-              help="What PReLU becomes (keep: leave it, at a memory and round-trip cost).")
+@click.option("--prelu", type=click.Choice(["keep", "relu", "leaky"]), default="keep", show_default=True,
+              help="keep: PReLU stays (the KPU backend runs it exactly); relu/leaky: APPROXIMATE replacements.")
+@click.option("--approximate", multiple=True, type=click.Choice(["symmetric-stride2", "symmetric-zeropad"]),
+              help="Also run this approximate rule (repeatable).")
 @click.option("--only", "only", multiple=True, metavar="RULE", help="Apply only these rules (repeatable).")
 @click.option("--skip", multiple=True, metavar="RULE", help="Do not apply these rules (repeatable).")
 @click.option("--calib", "calib", metavar="DIR|FILE.npy",
@@ -25,16 +27,18 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @model_load_options
 @common_options
-def rewrite(model: Path, output: Path, prelu: str, only: tuple[str, ...], skip: tuple[str, ...], calib: str | None,
-            calib_count: int, list_rules: bool, state: CliState, **kw: Any) -> None:
+def rewrite(model: Path, output: Path, prelu: str, approximate: tuple[str, ...], only: tuple[str, ...],
+            skip: tuple[str, ...], calib: str | None, calib_count: int, list_rules: bool, state: CliState,
+            **kw: Any) -> None:
     """Rewrite MODEL into KPU-friendly ops and report every change and its float cost.
 
     \b
     Rules (in order; `--list-rules` shows what each matches and produces, and whether it is exact):
-      dropout, prelu, symmetric-stride2, symmetric-zeropad, dense-to-conv, fold-batchnorm
-    The training head is cut first (see `k210tool convert --help`). The report gives, per rule and for the
-    whole model, the cosine between the original and the rewritten float embeddings; exact rules stay at
-    >= 0.9999. `k210tool convert` runs the same rewrite by default.
+      dropout, prelu*, symmetric-stride2*, symmetric-zeropad*, rotate180, dense-to-conv, fold-batchnorm
+    (* approximate: only with --prelu relu|leaky or --approximate). The training head is cut first (see
+    `k210tool convert --help`). The report gives, per rule and for the whole model, the cosine between the
+    original and the rewritten float embeddings; exact rules stay at >= 0.9999. `k210tool convert` runs the
+    same rewrite by default. After rotate180 the saved model takes its input turned by 180 degrees.
 
     \b
     Examples:
@@ -46,8 +50,8 @@ def rewrite(model: Path, output: Path, prelu: str, only: tuple[str, ...], skip: 
     if list_rules:
         state.emit(list_rule_table(), _render_rules)
         return
-    opts = RewriteCommandOptions(model, output, prelu, only or None, skip, calib, calib_count,
-                                 load_options_from(kw))
+    opts = RewriteCommandOptions(model, output, prelu=prelu, approximate=approximate, only=only or None, skip=skip,
+                                 calib=calib, calib_count=calib_count, load=load_options_from(kw))
     state.emit(run_rewrite(opts, state.reporter), render_rewrite)
 
 

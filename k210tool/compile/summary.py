@@ -41,7 +41,7 @@ class Memory:
     output: int
     data: int
     model: int
-    total: int  # nncase's TOTAL: what the firmware must find in RAM
+    total: int  # the kmodel file + the runtime's working memory: what the firmware must find in RAM
     board_limit: int  # RAM the board's firmware leaves for a model
     fits: bool
 
@@ -73,6 +73,12 @@ class Summary:
     warnings: list[str] = field(default_factory=list)
     tool: str = ""
     nncase: str = ""
+    backend: str = "nncase"  # who compiled it: k210tool (its own KPU backend) or nncase
+    kpu: dict[str, Any] | None = None  # k210tool backend: KPU layers, MACs, weight bytes, KPU RAM
+    fallback: str | None = None  # why k210tool's backend left the model to nncase
+    # 180: the network inside turns its input by 180 degrees (exact stride-2 lowering); the kmodel itself
+    # takes the upright image, so nothing outside has to know
+    input_rotation: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
