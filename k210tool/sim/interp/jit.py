@@ -231,3 +231,45 @@ def dequantize(src, scale, bias, dst):  # noqa: ANN001, ANN201
     """nncase's dequantize of one image's dense tensor: ``float(x)*scale + bias`` in float32."""
     for j in range(src.shape[0]):
         dst[j] = np.float32(src[j]) * scale + bias
+
+
+@_njit(inline="always")
+def _act_one(y, c, xs, ym, ysh, bias, lo_idx, hi_idx):  # noqa: ANN001, ANN202
+    """The runtime's activation of one ``y`` for output row ``c`` (its table is row ``c`` of the 2-D tables):
+    the last segment with ``y > x_start``, its carry_shift rounding; only the segments the row can reach are
+    searched."""
+    k = lo_idx[c]
+    for i in range(lo_idx[c] + 1, hi_idx[c] + 1):
+        if y > xs[c, i]:
+            k = i
+    t = (y - xs[c, k]) * ym[c, k]
+    sh = ysh[c, k]
+    v = t
+    if sh > 0:
+        integral = t >> sh
+        frac = t & ((np.int64(1) << sh) - 1)
+        half = np.int64(1) << (sh - 1)
+        if frac > half or (frac == half and (integral & 1) == 1):
+            integral += -1 if t < 0 else 1
+        v = integral
+    v += bias[c, k]
+    return min(max(v, 0), 255)
+
+
+@_njit
+def dense_exact(d, p, h, mul, shift, add, xs, ym, ysh, bias, lo_idx, hi_idx, out):  # noqa: ANN001, ANN201
+    """Exact batch norm + any activation table: ``alu = d + p[col] + h[row]`` (d float32 holding integers)."""
+    for c in range(d.shape[0]):
+        m, s, a = mul[c], shift[c], add[c]
+        for j in range(d.shape[1]):
+            alu = np.int64(d[c, j]) + p[j] + h[c]
+            out[c, j] = _act_one(((alu * m) >> s) + a, c, xs, ym, ysh, bias, lo_idx, hi_idx)
+
+
+@_njit
+def rows_exact(alu, mul, shift, add, xs, ym, ysh, bias, lo_idx, hi_idx, out):  # noqa: ANN001, ANN201
+    """Exact batch norm + activation of int64 ``alu`` rows (one row per channel)."""
+    for c in range(alu.shape[0]):
+        m, s, a = mul[c], shift[c], add[c]
+        for j in range(alu.shape[1]):
+            out[c, j] = _act_one(((alu[c, j] * m) >> s) + a, c, xs, ym, ysh, bias, lo_idx, hi_idx)

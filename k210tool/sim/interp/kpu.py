@@ -208,7 +208,9 @@ class KpuRam:
 class KpuLayerRunner:
     """A KPU convolution prepared once (weights, constant terms, tables), run on any batch."""
 
-    def __init__(self, conv: KpuConv, fast: bool = True) -> None:
+    def __init__(self, conv: KpuConv, fast: bool = True, row_tables: list[ActTable] | None = None) -> None:
+        """``row_tables``: one activation table per output channel (layers fused by :mod:`.fuse`), which the
+        exact compiled kernels apply; by default every channel uses ``conv``'s table."""
         layer = conv.layer
         self.use_fast = fast
         self.conv = conv
@@ -242,10 +244,41 @@ class KpuLayerRunner:
         self.act = ActTable(*(np.array([s[k] for s in segs], np.int64) for k in ("x_start", "y_mul", "shift", "bias")))
         self.levels: LevelTable | None = None  # set when the compiled kernels run this layer
         self.fast: FastAct | None = None  # set when NumPy's certified float path runs it
+        self.row_tables = row_tables
+        if row_tables is not None and not jit.enabled():
+            raise KpuModelError("fused layers need the compiled kernels (numba)")
         if self.depthwise:
             self._prepare_depthwise()
         else:
             self._prepare_dense(sum_w)
+        if row_tables is not None:
+            self.levels = self.fast = None
+            self.raw_x = self.k <= _RAW_K
+            self.h = self.const if self.raw_x else 128 * sum_w - 16384 * self.k + self.const
+            self.w_centered = (self.w_int.reshape(oc, self.k) - 128).astype(np.float32 if self.k <= _F32_K
+                                                                             else np.float64)
+        # tables the fast paths cannot take (several activation zones): the exact formula, compiled
+        self.exact_args = self._exact_args() if self.use_fast and jit.enabled() and self.levels is None \
+            and self.fast is None else None
+
+    def _exact_args(self) -> tuple:
+        """Per-row tables and segment windows (the segments each row's batch-norm output can reach)."""
+        mul, shift, add = self.bn
+        tables = self.row_tables or [self.act] * len(mul)
+        bound = self._sum_bound() + np.abs(self.const)
+        y_a = ((-bound * mul) >> shift) + add
+        y_b = ((bound * mul) >> shift) + add
+        y_lo, y_hi = np.minimum(y_a, y_b), np.maximum(y_a, y_b)
+        xs, ym, ysh, bias = (np.ascontiguousarray([getattr(t, k) for t in tables], np.int64)
+                             for k in ("x", "mul", "shift", "bias"))
+        lo_idx = np.zeros(len(tables), np.int64)
+        hi_idx = np.full(len(tables), xs.shape[1] - 1, np.int64)
+        for c, t in enumerate(tables):
+            if t.sorted:  # the runtime scans from the last segment: an unsorted table keeps every one in view
+                lo_idx[c] = max(int(np.searchsorted(t.x, y_lo[c], side="left")) - 1, 0)
+                hi_idx[c] = max(int(np.searchsorted(t.x, y_hi[c], side="left")) - 1, lo_idx[c])
+        return tuple(np.ascontiguousarray(v, np.int64) for v in (mul, shift, add)) + (xs, ym, ysh, bias, lo_idx,
+                                                                                      hi_idx)
 
     # ---------------------------------------------------------------------------- preparation
     def _prepare_dense(self, sum_w: np.ndarray) -> None:
@@ -406,6 +439,11 @@ class KpuLayerRunner:
 
     def _finish_dense(self, d: np.ndarray, p: np.ndarray) -> np.ndarray:
         fa = self.fast
+        if self.exact_args is not None and d.dtype == np.float32:
+            out = np.empty(d.shape, np.uint8)
+            jit.dense_exact(d, np.ascontiguousarray(p, np.int64), np.ascontiguousarray(self.h, np.int64),
+                            *self.exact_args, out)
+            return out
         if fa is None or d.dtype != np.float32:
             alu = d.astype(np.int64) + p[None, :] + self.h[:, None]
             return bn_act_exact(alu, None, self.bn, self.act)
@@ -434,6 +472,13 @@ class KpuLayerRunner:
 
     def _finish_depthwise(self, taps: list[np.ndarray], s: int, e: int) -> np.ndarray:
         fa = self.fast
+        if fa is None and self.exact_args is not None:
+            alu = self._depthwise_alu(taps, s, e)
+            flat = np.ascontiguousarray(alu.reshape(e - s, -1))
+            out = np.empty(flat.shape, np.uint8)
+            args = tuple(v[s:e] for v in self.exact_args)
+            jit.rows_exact(flat, *args, out)
+            return out.reshape(alu.shape)
         if fa is None:
             return bn_act_exact(self._depthwise_alu(taps, s, e), None, _bn_slice(self.bn, s, e), self.act)
         wf = self.w_fast[s:e].reshape(e - s, -1, 1, 1, 1)

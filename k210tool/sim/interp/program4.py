@@ -61,11 +61,17 @@ class V4Program:
         v4 = model.v4
         self.const = np.frombuffer(v4.constants, np.uint8).reshape(1, -1)
         self.steps: list[tuple[str, Step]] = []
-        for i, node in enumerate(v4.nodes):
+        i = 0
+        from k210tool.sim.interp.fuse import runs
+
+        for run in runs([node.op for node in v4.nodes]):
+            node = v4.nodes[i]
             builder = _BUILDERS.get(node.name)
             if builder is None:
                 raise UnsupportedOp(f"node {i}: the interpreter has no v4 {node.name}")
-            self.steps.append((f"node {i} ({node.name})", builder(node.op)))
+            where = f"node {i} ({node.name})" if len(run) == 1 else f"nodes {i}..{i + len(run) - 1} ({node.name})"
+            self.steps.append((where, _kpu_conv2d(run) if node.name == "kpu_conv2d" else builder(node.op)))
+            i += len(run)
 
     def new_pools(self, n: int) -> dict:
         return {("const",): self.const, ("main",): np.zeros((n, max(1, self.model.v4.main_mem)), np.uint8),
@@ -93,8 +99,11 @@ class V4Program:
 
 
 # ------------------------------------------------------------------------------------------- ops
-def _kpu_conv2d(conv: KpuConv) -> Step:
-    runner = kpu.KpuLayerRunner(conv)
+def _kpu_conv2d(run: list[KpuConv]) -> Step:
+    from k210tool.sim.interp.fuse import merge
+
+    conv, tables = merge(run)
+    runner = kpu.KpuLayerRunner(conv, row_tables=tables)
     b = conv.batches
     in_shape = (b, *conv.layer.in_shape)
     out_shape = (b, *conv.layer.out_shape)

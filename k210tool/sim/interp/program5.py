@@ -76,13 +76,18 @@ class V5Program:
 
     # -------------------------------------------------------------------------------- building
     def _emit_function(self, m: int, fn: Function, resolve: Resolver, depth: int) -> None:
+        from k210tool.sim.interp.fuse import runs
+
         module = self.model.v5.modules[m]
-        for j, op in enumerate(fn.ops):
-            where = f"{module.type} function {fn.index} op {j}"
+        j = 0
+        for run in runs(list(fn.ops)):
+            op = run[0]
+            where = f"{module.type} function {fn.index} op {j}" + (f"..{j + len(run) - 1}" if len(run) > 1 else "")
+            j += len(run)
             if isinstance(op, Op) and op.name == "call":
                 self._emit_call(op, resolve, depth)
             elif module.type == "k210":
-                self.steps.append((where, _k210_step(op, m), resolve))
+                self.steps.append((where, _k210_step(run, m), resolve))
             else:
                 if op.name not in BUILDERS:
                     raise UnsupportedOp(f"{where}: the interpreter has no {op.name} (nncase tensor function)")
@@ -155,10 +160,14 @@ def _pool_resolver(m: int, fixed: dict[int, PoolKey]) -> Resolver:
     return resolve
 
 
-def _k210_step(op: KpuConv | Op, m: int) -> Step:
+def _k210_step(run: list[KpuConv | Op], m: int) -> Step:
+    from k210tool.sim.interp.fuse import merge
+
     ram_key = ("kpuram", m)
+    op = run[0]
     if isinstance(op, KpuConv):
-        runner = kpu.KpuLayerRunner(op)
+        op, tables = merge(run)  # type: ignore[arg-type]
+        runner = kpu.KpuLayerRunner(op, row_tables=tables)
         b = op.batches
         ic, ih, iw = op.layer.in_shape
         oc, oh, ow = op.layer.out_shape

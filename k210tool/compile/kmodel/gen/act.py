@@ -167,6 +167,8 @@ def _table(zones: list[Zone], kinks: list[int], half: np.ndarray, u_log2: int) -
             segs.append(Segment(max(start, low + 1), *_slope(z.left, u_log2), value))
         segs.append(Segment(kinks[k], *_slope(z.right, u_log2), z.zero))
         prev = z.right_end
+    # unused segments: above every y, strictly increasing (a sorted table), holding the last zone's far-right
+    # value so a single-zone table stays monotone
     while len(segs) < 16:
-        segs.append(Segment(X_UNUSED, 0, 0, 0))
+        segs.append(Segment(X_UNUSED - 16 + len(segs), 0, 0, zones[-1].right_end))
     return activation(segs)
