@@ -175,7 +175,7 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     rewrite_report = _rewrite(loaded, opts, pre.normalize(calib[:64]), calib_desc, rep)
     with rep.stage("tflite"):
         model_bytes = _model_bytes(loaded)
-    settings = NncaseSettings(pre, model_format="onnx" if loaded.format == "onnx" else "tflite",
+    settings = NncaseSettings(pre, model_format="onnx" if loaded.raw is not None and loaded.format == "onnx" else "tflite",
                               model_layout=loaded.input_layout, calibrate_method=opts.calibration.method)
     with rep.stage("compile"):
         result = compile_kmodel(model_bytes, settings, calib, rep, keep_dump=opts.keep_dump)
