@@ -122,9 +122,7 @@ def _input(b: KerasBuilder, g: OnnxGraph, inp: Any, size: tuple[int, int] | None
     dims = [d.dim_value or -1 for d in inp.type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise ModelError(f"the ONNX model's input shape {dims} is not an image (N, C, H, W)")
-    readers = g.readers.get(inp.name, [])
-    nhwc = bool(readers) and all(n.op_type == "Transpose" and list(attrs(n).get("perm", [])) == [0, 3, 1, 2]
-                                 for n in readers)
+    nhwc = _feeds_nhwc_transposes(g.readers.get(inp.name, []))
     h, w, c = dims[1:] if nhwc else (dims[2], dims[3], dims[1])
     if size is not None:
         h, w = size
@@ -133,6 +131,20 @@ def _input(b: KerasBuilder, g: OnnxGraph, inp: Any, size: tuple[int, int] | None
                          "pass --input-size HEIGHT WIDTH, or export with a fixed input size")
     t = b.input((h, w, c), inp.name or "input")
     return t, Val(t, nchw=not nhwc)
+
+
+def _feeds_nhwc_transposes(readers: list[Any]) -> bool:
+    """An ONNX image input is NCHW unless all its readers transpose it from NHWC (tf2onnx's graphs)."""
+    return bool(readers) and all(n.op_type == "Transpose" and list(attrs(n).get("perm", [])) == [0, 3, 1, 2]
+                                 for n in readers)
+
+
+def input_is_nhwc(data: bytes) -> bool:
+    """Whether the model's image input is NHWC (see :func:`_feeds_nhwc_transposes`)."""
+    graph = _parse(data).graph
+    inits = {t.name for t in graph.initializer}
+    name = next(i.name for i in graph.input if i.name not in inits)
+    return _feeds_nhwc_transposes([n for n in graph.node if name in n.input])
 
 
 def _run(b: KerasBuilder, g: OnnxGraph, node: Any) -> None:
