@@ -194,3 +194,39 @@ def test_softmax_classifier_is_cut(tmp_path: Path) -> None:
     lm = load_model(path)
     assert lm.head_cut is not None and lm.output_shape == (6,)
     assert lm.head_cut.removed_classes == ["Dense", "Softmax"]
+
+
+def test_check_cli_reads_a_tflite_as_it_reads_the_h5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from helpers import run_cli
+
+    k = import_tf_keras()
+    L = k.layers
+    inp = k.Input((32, 32, 3))
+    x = L.PReLU(shared_axes=[1, 2])(L.Conv2D(16, 3, 2, padding="same")(inp))  # stride-2 'same': CPU Pad+Slice
+    x = L.ReLU()(L.DepthwiseConv2D(3, padding="same")(x))
+    x = L.Add()([x, L.Conv2D(16, 1)(x)])
+    x = L.DepthwiseConv2D(16)(x)  # global depthwise 16x16: the KPU runs 1x1/3x3 only
+    x = L.Flatten()(L.Conv2D(8, 1)(x))
+    model = randomize(k.Model(inp, x), 7)
+    h5 = save_h5(model, tmp_path / "m.h5")
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(_export(model, 32))
+    reports = []
+    for path in (h5, tfl):
+        run = run_cli(capsys, "check", path, "--json")
+        assert run.code == 0, run.err
+        reports.append(json.loads(run.out))
+    a, b = (_placements_by_position(r) for r in reports)
+    assert b == a
+    for key in ("kpu_layers", "kpu_uploads", "cpu_ops", "memory_estimate", "kmodel_estimate"):
+        assert reports[1][key] == reports[0][key], key
+    assert reports[1]["cpu_ops"]  # the PReLU and the 'same' stride-2 conv leave the KPU: something to compare
+
+
+def _placements_by_position(report: dict) -> list[dict]:
+    """check's per-layer predictions with layer names replaced by positions (the two files name layers apart)."""
+    position = {p["layer"]: i for i, p in enumerate(report["layers"])}
+    return [{k: position.get(v, v) if k == "fused_into" else v for k, v in p.items() if k != "layer"}
+            for p in report["layers"]]
