@@ -98,6 +98,17 @@ def test_mobilefacenet_tail_gap_matmul_prelu_and_nhwc_input() -> None:
     assert conv.padding == "same"  # pads (0,0,1,1) at stride 2 on 12x12 are exactly TensorFlow's
 
 
+def test_squeeze_excitation_block_broadcasts_per_channel() -> None:
+    g = OnnxBuilder(11)
+    x = g.act(g.conv("data", 3, 8, 3, 1, [1, 1, 1, 1]), "prelu", 8, SLOPES)
+    s = g.node("GlobalAveragePool", [x])
+    s = g.node("Sigmoid", [g.conv(g.node("Relu", [g.conv(s, 8, 4, 1, 1, [0, 0, 0, 0])]), 4, 8, 1, 1, [0, 0, 0, 0])])
+    x = g.node("Add", [g.node("Mul", [x, s]), x])
+    x = g.gemm(g.node("Flatten", [x]), 8 * 6 * 6, 5)
+    data = g.model([("data", ["N", 3, 6, 6])], x, ["N", 5])
+    _assert_same(import_onnx(data), data, _images(3, 6, 11))
+
+
 def test_image_output_is_given_back_in_nchw() -> None:
     g = OnnxBuilder(3)
     x = g.node("Sigmoid", [g.conv("data", 3, 4, 3, 1, [1, 1, 1, 1])])

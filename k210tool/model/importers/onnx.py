@@ -360,10 +360,21 @@ def _elementwise(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
     if first in g.consts or second in g.consts:
         return _with_constant(b, g, node, kind)
     x, y = g.value(first, node), g.value(second, node)
-    if x.shape() != y.shape() or x.nchw != y.nchw or not _same_perm(x.perm, y.perm) or kind == "div":
+    if not _broadcastable(x, y) or kind == "div":
         raise ModelError(f"ONNX op {node.op_type} ({label(node)}) of shapes {list(x.shape())} and {list(y.shape())} "
-                         "is not supported (elementwise ops need equal shapes)")
+                         "is not supported (elementwise ops need equal or per-channel shapes of one layout)")
     return Val(b.merge(kind, [x.t, y.t], label(node)), x.nchw, x.perm)
+
+
+def _broadcastable(x: Val, y: Val) -> bool:
+    """Same layout and rank, and shapes that broadcast (an SE block's (N, C, H, W) * (N, C, 1, 1))."""
+    if len(x.t.shape) != len(y.t.shape) or x.nchw != y.nchw or not _same_perm(x.perm, y.perm):
+        return False
+    try:
+        np.broadcast_shapes(x.shape(), y.shape())
+    except ValueError:
+        return False
+    return True
 
 
 def _same_perm(p: np.ndarray | None, q: np.ndarray | None) -> bool:
