@@ -100,9 +100,11 @@ def test_mobilefacenet_tail_gap_matmul_prelu_and_nhwc_input() -> None:
 
 def test_squeeze_excitation_block_broadcasts_per_channel() -> None:
     g = OnnxBuilder(11)
-    x = g.act(g.conv("data", 3, 8, 3, 1, [1, 1, 1, 1]), "prelu", 8, SLOPES)
+    x = g.node("Div", [g.node("Sub", ["data", g.const(0.5, "mean")]), g.const(0.25, "std")])  # mxnet-style scalars
+    x = g.act(g.conv(x, 3, 8, 3, 1, [1, 1, 1, 1]), "prelu", 8, SLOPES)
     s = g.node("GlobalAveragePool", [x])
     s = g.node("Sigmoid", [g.conv(g.node("Relu", [g.conv(s, 8, 4, 1, 1, [0, 0, 0, 0])]), 4, 8, 1, 1, [0, 0, 0, 0])])
+    s = g.node("Sub", [g.const(1.5, "one"), s])  # a constant minus a tensor
     x = g.node("Add", [g.node("Mul", [x, s]), x])
     x = g.gemm(g.node("Flatten", [x]), 8 * 6 * 6, 5)
     data = g.model([("data", ["N", 3, 6, 6])], x, ["N", 5])

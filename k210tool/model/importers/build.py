@@ -125,6 +125,20 @@ class KerasBuilder:
         var = np.full(c, 1.0 - AFFINE_EPSILON, np.float32)
         return self.batchnorm(x, gamma, beta, np.zeros(c, np.float32), var, AFFINE_EPSILON, name)
 
+    def with_constant(self, x: Any, kind: str, k: np.ndarray, const_first: bool, name: str) -> Any | None:
+        """``x (op) k`` or ``k (op) x`` for a per-channel constant ``k`` as one exact affine layer; None when
+        ``kind`` (add/sub/mul/div) has no such form (a constant divided by a tensor)."""
+        ones, zeros = np.ones_like(k), np.zeros_like(k)
+        if kind == "add":
+            return self.affine(x, ones, k, name)
+        if kind == "mul":
+            return self.affine(x, k, zeros, name)
+        if kind == "sub":
+            return self.affine(x, -ones, k, name) if const_first else self.affine(x, ones, -k, name)
+        if kind == "div" and not const_first:
+            return self.affine(x, 1.0 / k, zeros, name)
+        return None
+
     def batchnorm(self, x: Any, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
                   epsilon: float, name: str) -> Any:
         layer = self.L.BatchNormalization(axis=-1, epsilon=float(epsilon), name=self.name(name))

@@ -386,18 +386,9 @@ def _with_constant(b: KerasBuilder, g: OnnxGraph, node: Any, kind: str) -> Val:
     x = g.value(node.input[1 if const_first else 0], node)
     _channels_last(x, node)
     k = _per_channel(g.consts[node.input[0 if const_first else 1]], x, node)
-    ones, zeros = np.ones_like(k), np.zeros_like(k)
-    name = label(node)
-    if kind == "add":
-        y = b.affine(x.t, ones, k, name)
-    elif kind == "mul":
-        y = b.affine(x.t, k, zeros, name)
-    elif kind == "sub":
-        y = b.affine(x.t, -ones, k, name) if const_first else b.affine(x.t, ones, -k, name)
-    elif kind == "div" and not const_first:
-        y = b.affine(x.t, 1.0 / k, zeros, name)
-    else:
-        raise ModelError(f"ONNX op {node.op_type} ({name}) with a constant operand is not supported")
+    y = b.with_constant(x.t, kind, k, const_first, label(node))
+    if y is None:
+        raise ModelError(f"ONNX op {node.op_type} ({label(node)}) with a constant operand is not supported")
     return Val(y, x.nchw, x.perm)
 
 

@@ -326,17 +326,10 @@ def _with_constant(b: KerasBuilder, g: TfliteGraph, op: Op, kind: str, name: str
     a, c = op.inputs
     const_first = a in g.consts
     x = g.value(c if const_first else a)
-    k = _channel_vector(f32(g.consts[a if const_first else c]), x, op, g)
-    ones, zeros = np.ones_like(k), np.zeros_like(k)
-    if kind == "add":
-        return b.affine(x, ones, k, name)
-    if kind == "mul":
-        return b.affine(x, k, zeros, name)
-    if kind == "sub":
-        return b.affine(x, -ones, k, name) if const_first else b.affine(x, ones, -k, name)
-    if kind == "div" and not const_first:
-        return b.affine(x, 1.0 / k, zeros, name)
-    raise ModelError(f"TFLite op {op.kind} ({name}) with a constant operand is not supported")
+    y = b.with_constant(x, kind, _channel_vector(f32(g.consts[a if const_first else c]), x, op, g), const_first, name)
+    if y is None:
+        raise ModelError(f"TFLite op {op.kind} ({name}) with a constant operand is not supported")
+    return y
 
 
 def _channel_vector(k: np.ndarray, x: Any, op: Op, g: TfliteGraph) -> np.ndarray:
