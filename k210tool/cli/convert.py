@@ -97,9 +97,10 @@ def convert(model: Path, output: Path | None, calib: str | None, calib_count: in
     """Convert MODEL (.h5, .keras, .tflite, .onnx) into a K210 .kmodel.
 
     \b
-    Steps: load (legacy tf.keras .h5 via tf_keras) -> cut the training head (ArcFace/softmax, label inputs,
-    unknown custom classes) -> rewrite into KPU-friendly ops -> calibrate -> compile with nncase 1.9
-    (k210, uint8) -> check it fits the board -> write OUT.kmodel and OUT.kmodel.json atomically.
+    Steps: load (legacy tf.keras .h5 via tf_keras; float .tflite/.onnx imported into the same Keras
+    layers) -> cut the training head (ArcFace/softmax, label inputs, unknown custom classes) -> rewrite
+    into KPU-friendly ops -> calibrate -> compile with nncase 1.9 (k210, uint8) -> check it fits the
+    board -> write OUT.kmodel and OUT.kmodel.json atomically.
 
     \b
     Preprocessing: the model is assumed to take (pixel - 127.5) / 128 in RGB order; say otherwise with
