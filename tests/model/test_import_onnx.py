@@ -111,6 +111,24 @@ def test_squeeze_excitation_block_broadcasts_per_channel() -> None:
     _assert_same(import_onnx(data), data, _images(3, 6, 11))
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_squeeze_unsqueeze_and_reduce_mean_without_keepdims(opset: int) -> None:
+    g = OnnxBuilder(12)
+
+    def axes(node: str, x: str, values: list[int]) -> str:  # attribute before opset 13, input from 13 on
+        if opset < 13:
+            return g.node(node, [x], axes=values)
+        return g.node(node, [x, g.const(np.array(values), "axes", np.int64)])
+
+    x = g.act(g.conv("data", 3, 8, 3, 2, [1, 1, 1, 1]), "prelu", 8, SLOPES)
+    v = axes("Squeeze", g.node("GlobalAveragePool", [x]), [2, 3])  # (N, 8)
+    m = g.node("ReduceMean", [x], axes=[2, 3], keepdims=0)  # (N, 8)
+    v = axes("Unsqueeze", g.node("Add", [v, m]), [2, 3])  # (N, 8, 1, 1)
+    v = g.node("Flatten", [g.conv(v, 8, 6, 1, 1, [0, 0, 0, 0])])
+    data = g.model([("data", ["N", 3, 8, 8])], v, ["N", 6], opset=opset)
+    _assert_same(import_onnx(data), data, _images(3, 8, 12))
+
+
 def test_image_output_is_given_back_in_nchw() -> None:
     g = OnnxBuilder(3)
     x = g.node("Sigmoid", [g.conv("data", 3, 4, 3, 1, [1, 1, 1, 1])])

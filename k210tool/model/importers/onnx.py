@@ -457,16 +457,40 @@ def _reshape(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
     if -1 in target:
         known = int(np.prod([d for d in target if d != -1]))
         target[target.index(-1)] = int(np.prod(src)) // max(known, 1)
+    return _reshape_to(b, g, node, x, target)
+
+
+def _squeeze(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
+    x = g.value(node.input[0], node)
+    src = x.shape()
+    axes = [a % len(src) for a in _axes(node, [None, g.optional(node, 1)])]
+    axes = axes or [i for i, d in enumerate(src) if d == 1 and i > 0]  # never the batch (1 here, free really)
+    return _reshape_to(b, g, node, x, [d for i, d in enumerate(src) if i not in axes])
+
+
+def _unsqueeze(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
+    x = g.value(node.input[0], node)
+    target = list(x.shape())
+    axes = _axes(node, [None, g.optional(node, 1)])
+    for a in sorted(a % (len(target) + len(axes)) for a in axes):
+        target.insert(a, 1)
+    return _reshape_to(b, g, node, x, target)
+
+
+def _reshape_to(b: KerasBuilder, g: OnnxGraph, node: Any, x: Val, target: list[int]) -> Val:
+    """Reshape/Squeeze/Unsqueeze/Flatten: an image to (N, C*H*W), (N, C) to (N, C, 1, 1), or nothing."""
+    src = x.shape()
     if target[0] != 1 or int(np.prod(target)) != int(np.prod(src)):
-        raise ModelError(f"ONNX op Reshape ({label(node)}) from {list(src)} to {target} mixes the batch dimension")
+        raise ModelError(f"ONNX op {node.op_type} ({label(node)}) from {list(src)} to {target} mixes the batch "
+                         "dimension")
     if tuple(target) == src:
         return x
     if len(target) == 2 and len(src) == 4:
         return _to_matrix(b, g, node, x)
     if len(src) == 2 and len(target) == 4 and target[2] * target[3] == 1 and x.perm is None:
         return Val(b.reshape(x.t, (1, 1, target[1]), label(node)), nchw=True)
-    raise ModelError(f"ONNX op Reshape ({label(node)}) from {list(src)} to {target} is not supported",
-                     "only flattening an image and (N, C) -> (N, C, 1, 1) are")
+    raise ModelError(f"ONNX op {node.op_type} ({label(node)}) from {list(src)} to {target} is not supported",
+                     "only flattening an image and (N, C) <-> (N, C, 1, 1) are")
 
 
 def _transpose(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
@@ -485,13 +509,14 @@ def _transpose(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
 def _global_pool(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
     x = g.value(node.input[0], node)
     _need_nchw(x, node)
+    keep = node.op_type != "ReduceMean" or bool(int(attrs(node).get("keepdims", 1)))
     if node.op_type == "ReduceMean":
         axes = sorted(a % 4 for a in _axes(node, [None, g.optional(node, 1)]))
-        if axes != [2, 3] or not int(attrs(node).get("keepdims", 1)):
+        if axes != [2, 3]:
             raise ModelError(f"ONNX op ReduceMean ({label(node)}) over axes {axes} is not supported",
-                             "only a mean over height and width with keepdims is (a global average pool)")
+                             "only a mean over height and width (a global average pool) is")
     kind = "max" if node.op_type == "GlobalMaxPool" else "avg"
-    return Val(b.global_pool(x.t, kind, True, label(node)), nchw=True)
+    return Val(b.global_pool(x.t, kind, keep, label(node)), nchw=keep)
 
 
 def _pool(b: KerasBuilder, g: OnnxGraph, node: Any) -> Val:
@@ -547,6 +572,8 @@ _HANDLERS: dict[str, Handler] = {
     "MatMul": _matmul,
     "Flatten": _flatten,
     "Reshape": _reshape,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
     "Transpose": _transpose,
     **dict.fromkeys(("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"), _global_pool),
     "MaxPool": _pool,
