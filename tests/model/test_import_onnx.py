@@ -215,3 +215,11 @@ def test_unsupported_ops_are_one_line_errors_naming_the_op(tmp_path: Path, case:
         load_model(path)
     message = str(exc.value)
     assert needle in message and str(path) in message and "\n" not in message
+
+
+def test_damaged_onnx_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(insightface_like()[:5000])
+    with pytest.raises(ModelError, match="not a valid ONNX model") as exc:
+        load_model(path)
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)

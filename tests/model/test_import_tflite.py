@@ -230,3 +230,19 @@ def _placements_by_position(report: dict) -> list[dict]:
     position = {p["layer"]: i for i, p in enumerate(report["layers"])}
     return [{k: position.get(v, v) if k == "fused_into" else v for k, v in p.items() if k != "layer"}
             for p in report["layers"]]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_damaged_tflite_is_a_one_line_error(tmp_path: Path, damage: str) -> None:
+    data = bytearray(_export(keras_zoo(), 16))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:  # the flatbuffer's tables and offsets are in the first bytes after the header
+        rng = np.random.default_rng(0)
+        for i in rng.integers(8, 2000, 200):
+            data[i] ^= 0xFF
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError) as exc:
+        load_model(path)
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)

@@ -51,9 +51,13 @@ class KerasBuilder:
         return name
 
     def _call(self, layer: Any, x: Any, weights: list[np.ndarray] | None = None) -> Any:
-        y = layer(x)
-        if weights:
-            layer.set_weights([f32(w) for w in weights])
+        try:
+            y = layer(x)
+            if weights:
+                layer.set_weights([f32(w) for w in weights])
+        except ValueError as exc:  # shapes that do not fit: a malformed file
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "shape mismatch"
+            raise ModelError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be built from the file: {first}") from None
         return y
 
     def input(self, hwc: tuple[int, int, int], name: str) -> Any:

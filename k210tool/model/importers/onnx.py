@@ -82,6 +82,8 @@ def import_onnx(data: bytes, name: str = "onnx_model", input_size: tuple[int, in
         for i in node.input:
             g.readers.setdefault(i, []).append(node)
     ins = [i for i in graph.input if i.name not in g.consts]
+    if not g.nodes:
+        raise ModelError("the ONNX model has no operators")
     if len(ins) != 1 or len(graph.output) != 1:
         raise ModelError(f"the ONNX model has {len(ins)} inputs and {len(graph.output)} outputs; "
                          "k210tool converts models with one image input and one output")
@@ -109,7 +111,8 @@ def _parse(data: bytes) -> Any:
     try:
         return onnx.load_from_string(data)
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"not a valid ONNX model ({str(exc).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"not a valid ONNX model ({first})") from None
 
 
 def _initializers(graph: Any) -> dict[str, np.ndarray]:

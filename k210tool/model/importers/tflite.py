@@ -108,8 +108,9 @@ def read_tflite(data: bytes) -> TfliteGraph:
 
     try:
         model = fu.read_model_from_bytearray(bytearray(data))
-    except Exception as exc:  # flatbuffers raises IndexError, struct.error...
-        raise ModelError(f"not a valid TFLite flatbuffer ({type(exc).__name__})") from None
+    except Exception:  # flatbuffers raises IndexError, struct.error...
+        raise ModelError("not a valid TFLite flatbuffer (truncated or corrupt)",
+                         "re-export or re-download the model") from None
     if not model.subgraphs:
         raise ModelError("the TFLite file has no subgraph")
     sg = model.subgraphs[0]
@@ -142,7 +143,11 @@ def _constant(model: Any, data: bytes, t: Any, shape: tuple[int, ...]) -> np.nda
     dtype = _DTYPES.get(int(t.type))
     if dtype is None:
         raise ModelError(f"TFLite constant {t.name!r} has a tensor type ({t.type}) k210tool cannot read")
-    value = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    try:
+        value = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    except ValueError:
+        raise ModelError(f"TFLite constant {t.name!r}: {len(raw)} bytes do not hold shape {list(shape)} "
+                         "(a corrupt file?)") from None
     q = t.quantization
     if dtype in (np.int8, np.uint8, np.int16) and q is not None and q.scale is not None and len(q.scale):
         value = _dequantize(value, q)  # int8 weights of a "dynamic range" model, float activations
