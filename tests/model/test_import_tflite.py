@@ -113,6 +113,11 @@ def test_fixed_batch_of_two_becomes_a_free_batch() -> None:
     imported = import_tflite(data)
     assert imported.input_shape == (None, 16, 16, 3)
     _assert_same(imported, data, _images(5, 16, 3))
+    # compare's reference runner feeds the fixed batch in chunks too (5 images: 2 + 2 + 1 padded)
+    from k210tool.sim.nativerun import tflite_runner
+
+    x = _images(5, 16, 3)
+    np.testing.assert_allclose(tflite_runner(data)(x), predict(model, x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("form", ["abs", "neg"])
