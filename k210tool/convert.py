@@ -242,8 +242,8 @@ def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: 
                          "use no_clip, l2, kld_m0/1/2 or cdf")
     with rep.stage("tflite"):
         model_bytes = _model_bytes(loaded)
-    settings = NncaseSettings(pre, model_format="onnx" if loaded.format == "onnx" else "tflite",
-                              model_layout=loaded.input_layout,
+    settings = NncaseSettings(pre, model_format="onnx" if loaded.raw is not None and loaded.format == "onnx"
+                              else "tflite", model_layout=loaded.input_layout,
                               calibrate_method="no_clip" if method == "auto" else method)
     with rep.stage("compile (nncase)"):
         result = compile_kmodel(model_bytes, settings, calib, rep, keep_dump=opts.keep_dump)

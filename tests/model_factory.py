@@ -93,3 +93,22 @@ def mobilenetv2_dense(size: int = 64, emb: int = 32, n_classes: int = 50, seed: 
 
 def predict(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(model(x, training=False))
+
+
+def run_tflite(data: bytes, x: np.ndarray) -> np.ndarray:
+    """The TFLite interpreter's output, in chunks of the model's fixed batch (the last one padded)."""
+    from k210tool.tfutil import import_tf
+
+    tf = import_tf()
+    interp = tf.lite.Interpreter(model_content=data)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    n = int(inp["shape"][0])
+    parts = []
+    for start in range(0, len(x), n):
+        chunk = x[start:start + n]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], n - len(chunk), 0)])
+        interp.set_tensor(inp["index"], padded.astype(np.float32))
+        interp.invoke()
+        parts.append(interp.get_tensor(out["index"])[:len(chunk)].copy())
+    return np.concatenate(parts)

@@ -53,7 +53,11 @@ def compare(model: Path, kmodel: Path, data: Path | None, pairs: Path | None, bi
             max_acc_drop: float | None, engine: str, workers: int | None, limit: int | None, repeat: int,
             persons: int | None, per_person: int | None, gallery: int | None, seed: int, cache_dir: Path | None,
             no_cache: bool, state: CliState, **kw: Any) -> None:
-    """Compare MODEL (float Keras .h5/.keras) with KMODEL, simulated, on identical inputs.
+    """Compare MODEL (float .h5/.keras/.tflite/.onnx) with KMODEL, simulated, on identical inputs.
+
+    \b
+    A .tflite/.onnx MODEL (or --original) runs in the TFLite interpreter / onnxruntime, as its authors
+    run it (the imported Keras model only when a head or --output-layer cut it).
 
     \b
     The inputs are prepared once, as convert recorded in KMODEL.json (size, colour order, mean/std):

@@ -110,11 +110,12 @@ def convert(model: Path, output: Path | None, calib: str | None, calib_count: in
     """Convert MODEL (.h5, .keras, .tflite, .onnx) into a K210 .kmodel.
 
     \b
-    Steps: load (legacy tf.keras .h5 via tf_keras) -> cut the training head (ArcFace/softmax, label inputs,
-    unknown custom classes) -> lower exactly for the KPU (TF "same" stride 2 by turning the network 180
-    degrees; per-channel PReLU kept) -> calibrate per channel -> k210tool's KPU backend writes the kmodel
-    (nncase 1.9 compiles what it cannot express) -> check it fits the board -> write OUT.kmodel and
-    OUT.kmodel.json atomically. Approximate rewrites (--prelu relu|leaky, --approximate) only when asked.
+    Steps: load (legacy tf.keras .h5 via tf_keras; float .tflite/.onnx imported into the same Keras
+    layers) -> cut the training head (ArcFace/softmax, label inputs, unknown custom classes) -> lower
+    exactly for the KPU (TF "same" stride 2 by turning the network 180 degrees; per-channel PReLU kept) ->
+    calibrate per channel -> k210tool's KPU backend writes the kmodel (nncase 1.9 compiles what it cannot
+    express) -> check it fits the board -> write OUT.kmodel and OUT.kmodel.json atomically. Approximate
+    rewrites (--prelu relu|leaky, --approximate) only when asked.
 
     \b
     Preprocessing: the model is assumed to take (pixel - 127.5) / 128 in RGB order; say otherwise with

@@ -2,7 +2,9 @@
 
 - legacy tf.keras 2.x ``.h5`` (the common case; Keras 3 cannot read most of them) -> ``tf_keras``;
 - Keras 3 ``.keras`` (and Keras-3-written ``.h5``) -> ``keras``;
-- ``.tflite`` / ``.onnx`` -> passed to nncase as they are (no rewrite, no head cutting).
+- float ``.tflite`` / ``.onnx`` -> imported into an equivalent tf_keras model of standard layers
+  (:mod:`k210tool.model.importers`), so head cutting, the KPU rewrite, the checks and the export are the same
+  as for a Keras file.
 
 Custom layer classes the tool has never seen (an ArcFace head, a softmax-with-margin layer) do not stop
 loading: the graph is read from the file's config, the layers needed for the embedding are rebuilt with
@@ -51,16 +53,16 @@ class LoadOptions:
 @dataclass
 class LoadedModel:
     path: Path
-    format: str  # h5 | keras | tflite | onnx
-    flavour: str | None  # tf_keras | keras3 | None (tflite/onnx)
-    model: Any | None  # a Keras model image -> embedding (None for tflite/onnx)
+    format: str  # h5 | keras | tflite | onnx (tflite / onnx are imported into tf_keras)
+    flavour: str | None  # tf_keras | keras3
+    model: Any | None  # a Keras model image -> embedding
     graph: Graph | None
     input_shape: tuple[int, int, int]  # (H, W, C)
     output_shape: tuple[int, ...]
-    input_layout: str = "NHWC"  # layout of the source model's input (onnx: usually NCHW)
+    input_layout: str = "NHWC"  # layout of ``model``'s input (imported ONNX models are NHWC too)
     head_cut: HeadCut | None = None
     unknown_classes: list[str] = field(default_factory=list)
-    raw: bytes | None = None  # tflite / onnx bytes
+    raw: bytes | None = None  # model bytes to compile as they are (load_model no longer sets it)
     original_model: Any | None = None  # the model before the KPU rewrite, when one ran
     reference_model: Any | None = None  # after the approximate rewrite rules only (None: none ran)
 
@@ -102,12 +104,12 @@ def load_model(path: Path | str, options: LoadOptions | None = None, reporter: A
     opts = options or LoadOptions()
     p = Path(path)
     fmt = sniff_format(p)
-    if fmt == "tflite":
-        return _load_tflite(p)
-    if fmt == "onnx":
-        return _load_onnx(p)
-    custom = _custom_objects(opts.custom_objects)
-    graph, unknown = _read_h5(p, custom, opts) if fmt == "h5" else _read_keras_zip(p, custom, opts)
+    custom: dict[str, Any] = {}
+    if fmt in ("tflite", "onnx"):
+        graph, unknown = _import(p, fmt, opts), set()
+    else:
+        custom = _custom_objects(opts.custom_objects)
+        graph, unknown = _read_h5(p, custom, opts) if fmt == "h5" else _read_keras_zip(p, custom, opts)
     graph, cut = cut_head(graph, unknown, opts.output_layer, opts.keep_head)
     if reporter is not None and cut is not None:
         reporter.info(f"cut the training head: {cut.describe()}")
@@ -275,50 +277,21 @@ def _registered_names(config: Any, names: set[str]) -> set[str]:
 # ---------------------------------------------------------------------------------------------------
 # tflite / onnx
 # ---------------------------------------------------------------------------------------------------
-def _load_tflite(p: Path) -> LoadedModel:
-    from k210tool.tfutil import import_tf
+def _import(p: Path, fmt: str, opts: LoadOptions) -> Graph:
+    """A float .tflite/.onnx file as the graph of its equivalent tf_keras model."""
+    from k210tool.model.importers import import_onnx, import_tflite
+    from k210tool.tfutil import quiet_stderr
 
     data = p.read_bytes()
-    tf = import_tf()
     try:
-        interp = tf.lite.Interpreter(model_content=data)
-        ins, outs = interp.get_input_details(), interp.get_output_details()
-    except (ValueError, RuntimeError) as exc:
-        raise ModelError(f"{p} is not a valid TFLite model ({_first_line(exc)})") from None
-    if len(ins) != 1:
-        raise ModelError(f"{p} has {len(ins)} inputs; k210tool converts models with one image input")
-    if len(outs) != 1:
-        raise ModelError(f"{p} has {len(outs)} outputs; a TFLite file cannot be cut here",
-                         "cut it to one output before exporting, or convert the Keras model with --output-layer")
-    shape = [int(d) for d in ins[0]["shape"]]
-    if len(shape) != 4:
-        raise ModelError(f"{p}: input shape {shape} is not an image (N, H, W, C)")
-    return LoadedModel(p, "tflite", None, None, None, (shape[1], shape[2], shape[3]),
-                       tuple(int(d) for d in outs[0]["shape"][1:]), raw=data)
-
-
-def _load_onnx(p: Path) -> LoadedModel:
-    try:
-        import onnx
-    except ImportError:
-        raise InputError("reading .onnx needs the onnx package", "pip install onnx") from None
-    data = p.read_bytes()
-    try:
-        m = onnx.load_from_string(data)
-    except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"{p} is not a valid ONNX model ({_first_line(exc)})") from None
-    inits = {i.name for i in m.graph.initializer}
-    ins = [i for i in m.graph.input if i.name not in inits]
-    if len(ins) != 1 or len(m.graph.output) != 1:
-        raise ModelError(f"{p} has {len(ins)} inputs and {len(m.graph.output)} outputs; one of each is needed")
-    dims = [d.dim_value or -1 for d in ins[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or min(dims[1:]) <= 0:
-        raise ModelError(f"{p}: input shape {dims} is not a fixed-size image", "export with a fixed input size")
-    nchw = dims[1] in (1, 3) and dims[3] not in (1, 3)
-    h, w, c = (dims[2], dims[3], dims[1]) if nchw else (dims[1], dims[2], dims[3])
-    out_dims = tuple(d.dim_value or -1 for d in m.graph.output[0].type.tensor_type.shape.dim[1:])
-    return LoadedModel(p, "onnx", None, None, None, (h, w, c), out_dims,
-                       input_layout="NCHW" if nchw else "NHWC", raw=data)
+        with quiet_stderr():
+            if fmt == "tflite":
+                model = import_tflite(data, p.stem)
+            else:
+                model = import_onnx(data, p.stem, opts.input_size)
+    except ModelError as exc:
+        raise ModelError(f"{p}: {exc.message}", exc.hint) from None
+    return graph_from_model(model)
 
 
 # ---------------------------------------------------------------------------------------------------

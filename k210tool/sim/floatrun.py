@@ -1,4 +1,10 @@
-"""Run the float Keras model on prepared images, batched, with a cache of its results.
+"""Run the float model on prepared images, batched, with a cache of its results.
+
+Keras files run in TensorFlow. A ``.tflite`` / ``.onnx`` file runs in its own runtime (TFLite interpreter,
+onnxruntime; :mod:`k210tool.sim.nativerun`): the user's file as its authors run it is the reference, and
+a mistake of k210tool's importer would show in the figures rather than hide in both columns. Only when
+loading cut the model (a training head, ``--output-layer``) - an output the file's runtime cannot give -
+does the imported Keras model run instead.
 
 The cache is keyed by the model file's SHA-256, the load options, the preprocessing and the TensorFlow
 version; inside a key, each image is identified by the SHA-1 of its prepared uint8 pixels. A second
@@ -64,17 +70,29 @@ class FloatRunner:
         self.reporter = reporter or Reporter()
         self.cache_file = (cache_dir or default_cache_dir()) / "float" / f"{self._key()}.npz" if use_cache else None
         self._loaded: LoadedModel | None = None
+        self._run_batch: Any = None  # float NHWC batch -> outputs
 
     # -- model --------------------------------------------------------------------------------------
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
             with self.reporter.stage(f"load {self.path.name}"):
                 loaded = load_model(self.path, self.load_options, self.reporter)
-            if not loaded.is_keras:
-                raise InputError(f"{self.path} is a {loaded.format} file; compare runs Keras models (.h5, .keras)",
-                                 "pass the Keras model the kmodel was converted from")
             self._loaded = loaded
+            self._run_batch = self._runner(loaded)
         return self._loaded
+
+    def _runner(self, loaded: LoadedModel) -> Any:
+        if loaded.format not in ("tflite", "onnx"):
+            return lambda batch: loaded.model.predict_on_batch(batch)  # type: ignore[union-attr]
+        if loaded.head_cut is not None:
+            self.reporter.info(f"{self.path.name}: running the imported Keras model, cut at {loaded.head_cut.output!r} "
+                               f"(the file's own runtime only gives the output of the whole file)")
+            return lambda batch: loaded.model.predict_on_batch(batch)  # type: ignore[union-attr]
+        from k210tool.sim.nativerun import native_runner
+
+        run, what = native_runner(loaded.format, self.path.read_bytes())
+        self.reporter.info(f"{self.path.name}: float reference computed by {what}")
+        return run
 
     def input_shape(self) -> tuple[int, ...]:
         """(H, W, C) of the model, from the cache when it knows it (no model load)."""
@@ -113,7 +131,7 @@ class FloatRunner:
         with self.reporter.progress(f"{what} ({self.path.name})", total=len(images)) as bar:
             for start in range(0, len(images), self.batch_size):
                 batch = self.pre.normalize(images[start:start + self.batch_size])
-                out = model.model.predict_on_batch(batch)
+                out = self._run_batch(batch)
                 parts.append([np.asarray(o, np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])])
                 bar.advance(len(batch))
         return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
@@ -127,7 +145,7 @@ class FloatRunner:
         except OSError as exc:
             raise InputError(f"cannot read model {self.path}: {exc.strerror or exc}") from None
         versions = {}
-        for dist in ("tensorflow-cpu", "tensorflow", "tf_keras", "keras"):
+        for dist in ("tensorflow-cpu", "tensorflow", "tf_keras", "keras", "onnx", "onnxruntime"):
             try:
                 versions[dist] = metadata.version(dist)
             except metadata.PackageNotFoundError:

@@ -10,51 +10,7 @@ MobileFaceNets of the slow tests still go through Keras and TFLite.
 from __future__ import annotations
 
 import numpy as np
-
-
-class _Graph:
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list = []
-        self.inits: list = []
-        self.n = 0
-
-    def name(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def const(self, value: np.ndarray, prefix: str = "w") -> str:
-        from onnx import numpy_helper
-
-        name = self.name(prefix)
-        self.inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attrs: object) -> str:
-        from onnx import helper
-
-        out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attrs))
-        return out
-
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int, pads: list[int], group: int = 1) -> str:
-        fan_in = (cin // group) * k * k
-        w = self.rng.normal(0.0, np.sqrt(2.0 / fan_in), (cout, cin // group, k, k))
-        b = self.rng.normal(0.05, 0.1, (cout,))  # a folded batch norm's shift
-        return self.node("Conv", [x, self.const(w), self.const(b, "b")], kernel_shape=[k, k], strides=[stride] * 2,
-                         pads=pads, group=group)
-
-    def act(self, x: str, kind: str, channels: int) -> str:
-        if kind == "relu":
-            return self.node("Relu", [x])
-        if kind == "leaky":
-            return self.node("LeakyRelu", [x], alpha=0.1)
-        if kind == "relu6":
-            return self.node("Clip", [x, self.const(np.float32(0.0), "lo"), self.const(np.float32(6.0), "hi")])
-        if kind == "prelu":
-            slope = self.rng.uniform(0.05, 0.4, (channels, 1, 1))
-            return self.node("PRelu", [x, self.const(slope, "slope")])
-        raise ValueError(kind)
+from onnx_graphs import OnnxBuilder
 
 
 def tiny_mobilefacenet(size: int, activation: str, same_padding: bool, softmax_head: bool = False,
@@ -62,7 +18,7 @@ def tiny_mobilefacenet(size: int, activation: str, same_padding: bool, softmax_h
     """ONNX bytes of a MobileFaceNet in miniature (input 1x3xSxS float, output 1x32 or 1x10 softmax)."""
     from onnx import TensorProto, helper
 
-    g = _Graph(seed)
+    g = OnnxBuilder(seed)
     # stride-2 convs: TensorFlow "same" pads only after (0,0,1,1); the KPU form pads symmetrically
     s2 = [0, 0, 1, 1] if same_padding else [1, 1, 1, 1]
     x = g.act(g.conv("image", 3, 16, 3, 2, s2), activation, 16)

@@ -131,14 +131,16 @@ def test_keras3_file_with_unknown_head_class(tmp_path: Path) -> None:
     np.testing.assert_allclose(predict(lm.model, x), predict(ref, x), rtol=1e-5, atol=1e-6)
 
 
-def test_tflite_is_passed_through(tmp_path: Path) -> None:
+def test_tflite_is_imported_into_keras(tmp_path: Path) -> None:
     from k210tool.compile.tflite import export_tflite
 
     bb = tiny_backbone()
     path = tmp_path / "m.tflite"
     path.write_bytes(export_tflite(bb, (32, 32, 3)))
     lm = load_model(path)
-    assert lm.format == "tflite" and lm.model is None and lm.input_shape == (32, 32, 3) and lm.raw
+    assert lm.format == "tflite" and lm.flavour == "tf_keras" and lm.input_shape == (32, 32, 3) and lm.raw is None
+    x = np.random.default_rng(3).random((2, 32, 32, 3), np.float32)
+    np.testing.assert_allclose(predict(lm.model, x), predict(bb, x), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "random", "truncated", "weights_only", "dir"])
