@@ -112,3 +112,35 @@ def run_tflite(data: bytes, x: np.ndarray) -> np.ndarray:
         interp.invoke()
         parts.append(interp.get_tensor(out["index"])[:len(chunk)].copy())
     return np.concatenate(parts)
+
+
+def prelu_facenet(size: int = 32, emb: int = 16, seed: int = 0, width: int = 8) -> Any:
+    """A MobileFaceNet-shaped network with what trained ones have: per-channel PReLU slopes of both signs and
+    above 1, TF 'same' stride-2 convolutions on even sizes, an expand/depthwise/project block with a residual
+    add, a 1x1 conv + PReLU before the GDConv, a linear embedding. Random weights (seeded), BN folded in."""
+    k = import_tf_keras()
+    k.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    L = k.layers
+
+    def prelu(x: Any) -> Any:
+        c = int(x.shape[-1])
+        slopes = rng.uniform(-2.0, 2.5, c).astype(np.float32)
+        return L.PReLU(shared_axes=[1, 2], alpha_initializer=k.initializers.Constant(slopes))(x)
+
+    inp = k.Input((size, size, 3), name="image")
+    x = prelu(L.Conv2D(width, 3, 2, padding="same")(inp))
+    x = prelu(L.DepthwiseConv2D(3, 1, padding="same")(x))
+    x = L.Conv2D(width, 1)(x)
+    e = prelu(L.Conv2D(2 * width, 1)(x))
+    e = prelu(L.DepthwiseConv2D(3, 2, padding="same")(e))
+    x = L.Conv2D(2 * width, 1)(e)
+    e = prelu(L.Conv2D(4 * width, 1)(x))
+    e = prelu(L.DepthwiseConv2D(3, 1, padding="same")(e))
+    x = L.Add()([x, L.Conv2D(2 * width, 1)(e)])
+    x = prelu(L.Conv2D(4 * width, 1)(x))
+    s = int(x.shape[1])
+    x = L.DepthwiseConv2D(s, name="gdconv")(x)
+    x = L.Conv2D(emb, 1, name="linear_conv")(x)
+    x = L.Flatten(name="embedding")(x)
+    return k.Model(inp, x, name="prelu_facenet")

@@ -81,12 +81,18 @@ def output_stage(ls: LayerScale, zones: list[Zone]) -> tuple[BatchNorm, Activati
     """The batch-norm words, the activation table and ``U`` (y units per output step)."""
     if segments_needed(zones) > 16:
         raise ValueError(f"{len(zones)} zones need {segments_needed(zones)} activation segments (16 at most)")
-    half = np.zeros(len(zones))
+    half = np.zeros(len(zones))  # output steps a zone's channels can move either side of its kink
     for k in range(len(zones)):
         members = ls.zone == k
         if members.any():
             half[k] = float(np.max(ls.reach[members] + np.abs(ls.offset[members]))) + 2.0
-    total = float(np.sum(2 * half + 1)) if len(zones) > 1 else float(half.max(initial=1.0))
+    arms = [_left_arm(z, half[k]) for k, z in enumerate(zones)]
+    gaps = np.array([arm[1] for arm in arms])  # output steps kept free below each zone
+    # a zone's right arm must reach its end value (0 or 255) before the next zone starts, so the next zone's
+    # left arm can start from it: the zone extends at least that far right
+    right = np.array([max(half[k], abs(z.right_end - z.zero) / abs(z.right) if z.right else 0.0)
+                      for k, z in enumerate(zones)])
+    total = float(np.sum(half + right + gaps)) if len(zones) > 1 else float(half.max(initial=1.0))
     u_log2 = min(MAX_U_LOG2, math.floor(math.log2(Y_SPAN / max(total, 1.0))))
     # the batch-norm multiplier must hold gain * U in 22 signed bits
     peak = float(np.max(np.abs(ls.gain), initial=0.0))
@@ -95,21 +101,36 @@ def output_stage(ls: LayerScale, zones: list[Zone]) -> tuple[BatchNorm, Activati
     if u_log2 < 0:
         raise ValueError("the layer's outputs cannot be laid out in the activation table's range")
     unit = 2**u_log2
-    kinks = _kinks(half * unit, len(zones))
+    kinks = _kinks(half * unit, right * unit, gaps * unit, len(zones))
     bn = _batch_norm(ls, kinks, unit)
-    return bn, _table(zones, kinks, half * unit, u_log2), unit
+    return bn, _table(zones, [a[0] for a in arms], kinks, half * unit, u_log2), unit
 
 
-def _kinks(half: np.ndarray, n: int) -> list[int]:
+def _left_arm(z: Zone, half: float) -> tuple[str, float]:
+    """How a zone's left arm starts: ``saturates`` inside the zone (at its end value, after a guard when the
+    previous zone ends elsewhere), ``flat`` (a constant: no slope, or so little that it changes the output by
+    less than half a step across the zone), or ``open`` (a gentle slope that never saturates: it starts at
+    a whole output step at most one step's width below the zone, in a gap left free for it). Returns the
+    kind and the gap (output steps) the zone needs below it."""
+    if z.left == 0 or abs(z.left) * half < 0.5:
+        return "flat", 1.0
+    end = z.left_end
+    assert end is not None
+    if abs(z.left) * half >= abs(z.zero - end):
+        return "saturates", 1.0
+    return "open", 1.0 / abs(z.left) + 2.0
+
+
+def _kinks(left: np.ndarray, right: np.ndarray, gaps: np.ndarray, n: int) -> list[int]:
     if n == 1:
         return [0]
-    total = float(np.sum(2 * half)) + n
+    total = float(np.sum(left + right + gaps))
     y = -total / 2
     kinks = []
     for k in range(n):
-        y += half[k]
+        y += gaps[k] + left[k]
         kinks.append(int(round(y)))
-        y += half[k] + 1
+        y += right[k]
     return kinks
 
 
@@ -143,28 +164,28 @@ def _slope(slope: float, u_log2: int) -> tuple[int, int]:
     return mul, shift
 
 
-def _table(zones: list[Zone], kinks: list[int], half: np.ndarray, u_log2: int) -> Activation:
+def _table(zones: list[Zone], arms: list[str], kinks: list[int], half: np.ndarray, u_log2: int) -> Activation:
     unit = 2**u_log2
     segs: list[Segment] = []
     prev: int | None = None
     for k, z in enumerate(zones):
-        low = X_LOW if k == 0 else int(kinks[k] - half[k] - 1)
-        end = z.left_end
-        if end is None:
+        low = X_LOW if k == 0 else int(kinks[k] - half[k] - 1)  # below every value this zone's channels reach
+        if arms[k] == "flat":
             segs.append(Segment(low, 0, 0, z.zero))
-        else:
+        elif arms[k] == "saturates":
+            end = z.left_end
+            assert end is not None
             if k == 0 or prev != end:
-                segs.append(Segment(low, 0, 0, end))
-            # the left arm starts where it reaches its end value, or (very flat arms) at an integer value
-            # inside the zone; the start is an integer y, so the arm is off by at most half a y unit
-            reach = abs(z.zero - end) / abs(z.left)  # u units from the kink to the end value
-            if reach * unit < half[k]:
-                value = end
-            else:
-                steps = math.floor(abs(z.left) * (half[k] / unit))
-                value = z.zero - steps if z.left > 0 else z.zero + steps
+                segs.append(Segment(low, 0, 0, end))  # guard: the left arm's end value below it
+            start = kinks[k] - int(round((z.zero - end) / z.left * unit))
+            segs.append(Segment(max(start, low + 1), *_slope(z.left, u_log2), end))
+        else:  # open: start at a whole step just below the zone (the gap before it is free)
+            reach = abs(z.left) * half[k] / unit
+            value = z.zero - math.ceil(reach) if z.left > 0 else z.zero + math.ceil(reach)
             start = kinks[k] - int(round((z.zero - value) / z.left * unit))
-            segs.append(Segment(max(start, low + 1), *_slope(z.left, u_log2), value))
+            if k == 0:
+                segs.append(Segment(X_LOW, 0, 0, value))  # segment 0 starts below every y
+            segs.append(Segment(start, *_slope(z.left, u_log2), value))
         segs.append(Segment(kinks[k], *_slope(z.right, u_log2), z.zero))
         prev = z.right_end
     # unused segments: above every y, strictly increasing (a sorted table), holding the last zone's far-right
