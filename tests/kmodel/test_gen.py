@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from k210tool.compile.kmodel import KpuConv, read_kmodel
-from k210tool.compile.kmodel.gen.act import Zone, LayerScale, output_stage, segments_needed
-from k210tool.compile.kmodel.gen.layer import ConvArgs, LayerGeometry, Segment, activation, batch_norm, layer_words
+from k210tool.compile.kmodel.gen.act import LayerScale, Zone, output_stage, segments_needed
+from k210tool.compile.kmodel.gen.layer import (
+    ConvArgs,
+    LayerGeometry,
+    Segment,
+    activation,
+    batch_norm,
+    layer_words,
+)
 from k210tool.compile.kmodel.gen.pack import Option, pack
 from k210tool.compile.kmodel.kpu import signed
 from k210tool.compile.kmodel.stackvm import decode, lift
