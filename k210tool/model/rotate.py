@@ -128,7 +128,12 @@ def turned_padding(g: Graph, node: Node) -> tuple[int, int, int, int] | str | No
 
 
 def blocking_layer(g: Graph) -> str | None:
-    """The first layer whose behaviour under the turn is not known (None: the whole model can turn)."""
+    """The first layer whose behaviour under the turn is not known, or an output that is a map (it would come
+    out turned); None: the whole model can turn."""
+    for ref in g.outputs:
+        full = g.full_shape(ref)
+        if full is not None and len(full) == 4 and (full[1], full[2]) != (1, 1):
+            return ref.layer
     for node in g:
         c = node.class_name
         if c in POINTWISE or c in ("ZeroPadding2D", "Cropping2D", "PReLU"):
@@ -147,7 +152,8 @@ def blocking_layer(g: Graph) -> str | None:
             hw = g.shape_of(node.inputs[0])
             if hw is None or hw == (1, 1):
                 continue
-            if c == "Flatten" and all(u.class_name == "Dense" for u in g.consumers(node.name)):
+            users = g.consumers(node.name)
+            if c == "Flatten" and users and all(u.class_name == "Dense" for u in users):
                 continue
             return node.name
         if c == "Concatenate" and node.get("axis", -1) in (-1, 3):

@@ -82,8 +82,11 @@ def _build(root: Path) -> None:
         faces = np.stack([pre.prepare(img) for i in range(8) for img in identity_images(1000 + i, 2, size)])
         settle_batchnorm(model, pre.normalize(faces), batch_size=len(faces))
         model.save(str(path), save_format="h5")
+    # the approximate rewrite (as a user asks with --prelu relu --approximate symmetric-stride2
+    # --accept-float-loss): compare's three columns need a float model that differs from the original
     result = convert(ConvertOptions(model=ws.original, output=ws.kmodel, board="kd233",
-                                    calibration=CalibrationOptions(str(ws.faces), count=8)))
+                                    calibration=CalibrationOptions(str(ws.faces), count=8), prelu="relu",
+                                    approximate=("symmetric-stride2",), accept_float_loss=True))
     assert result.summary.kmodel_version == 5 and ws.rewritten.exists(), result.summary
     # the v4 form of the same kmodel, with a summary that says so
     v4 = transcode_to_v4(ws.kmodel.read_bytes())

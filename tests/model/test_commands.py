@@ -15,7 +15,7 @@ from k210tool.model.load import load_model
 def test_rewrite_writes_a_loadable_h5_and_reports_each_rule(tmp_path: Path, capsys) -> None:
     src = save_h5(with_arcface(tiny_backbone(size=33)), tmp_path / "train.h5")
     out = tmp_path / "kpu.h5"
-    run = run_cli(capsys, "rewrite", src, "-o", out, "--json")
+    run = run_cli(capsys, "rewrite", src, "-o", out, "--json", "--prelu", "relu", "--approximate", "symmetric-stride2")
     assert run.code == 0, run.err
     r = json.loads(run.out)
     rules = {x["rule"]: x for x in r["report"]["rules"]}

@@ -64,7 +64,7 @@ def test_rewrite_removes_the_cpu_round_trips() -> None:
     loaded = load_model(save_h5(tiny_backbone(size=32), __import__("pathlib").Path(
         __import__("tempfile").mkdtemp()) / "m.h5"))
     before = sum(p.upload for p in predict(loaded.graph)[0])
-    rewrite_loaded(loaded, RewriteOptions())
+    rewrite_loaded(loaded, RewriteOptions(prelu="relu", approximate=("symmetric-stride2",)))
     layers, cpu_ops = predict(loaded.graph)
     assert sum(p.upload for p in layers) < before
     assert not {"Binary", "TableLookup1D"} & set(cpu_ops)
