@@ -19,7 +19,7 @@ from k210tool.boards import Board, all_firmware, get_board
 from k210tool.compile.nncase_backend import NNCASE_VERSION, NncaseSettings, compile_kmodel
 from k210tool.compile.summary import Memory, OpCounts, Summary, TensorInfo, summary_path
 from k210tool.errors import DoesNotFitError, FirmwareError, InputError
-from k210tool.fileio import check_output_path, write_bytes, write_json
+from k210tool.fileio import check_output_path, json_text, write_together
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
 from k210tool.preprocess import Preprocess, find_images, load_array, load_folder
 from k210tool.report import Reporter
@@ -96,6 +96,8 @@ def _check_calibration_source(cal: CalibrationOptions) -> None:
     p = Path(cal.source)
     if not p.exists():
         raise InputError(f"calibration source {p} does not exist")
+    if not p.is_dir() and not p.is_file():
+        raise InputError(f"calibration source {p} is neither a folder nor a regular file")
     if p.is_dir() and not find_images(p):
         raise InputError(f"calibration folder {p} holds no images (jpg/png/bmp, searched recursively)",
                          "point --calib at a folder of face crops")
@@ -161,9 +163,9 @@ def flash_room(board: Board) -> int:
 def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertResult:
     rep = reporter or Reporter()
     board = get_board(opts.board, opts.firmware)
-    out = check_output_path(opts.output or default_output(Path(opts.model)))
-    if out.resolve() == Path(opts.model).resolve():
-        raise InputError("the output would overwrite the input model", "choose another -o path")
+    out = check_output_path(opts.output or default_output(Path(opts.model)), _inputs(opts))
+    for extra in (summary_path(out), rewritten_path(out)):
+        check_output_path(extra, _inputs(opts))
     _check_calibration_source(opts.calibration)
     version = choose_kmodel_version(board, opts.kmodel_version, rep)
 
@@ -187,9 +189,19 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     summary = _summarize(opts, loaded, out, kmodel, version, board, pre, settings, result, calib_desc, rewrite_report, rep)
     _check_fit(summary, board, opts, rep)
     summary.float_model = _save_rewritten(loaded, out, rewrite_report) or str(opts.model)
-    write_bytes(out, kmodel)
-    summary_file = write_json(summary_path(out), summary.to_dict())
+    summary_file = summary_path(out)
+    write_together([(out, kmodel), (summary_file, json_text(summary.to_dict()).encode())])
     return ConvertResult(out, summary_file, summary)
+
+
+def _inputs(opts: ConvertOptions) -> list[Path | str | None]:
+    """Every file convert reads: no output may replace one of them."""
+    cal = opts.calibration.source
+    return [opts.model, opts.load.custom_objects, cal if cal not in (None, "random") else None]
+
+
+def rewritten_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".rewritten.h5")
 
 
 def _rewrite(loaded: LoadedModel, opts: ConvertOptions, images: np.ndarray, desc: str,
@@ -216,7 +228,7 @@ def _save_rewritten(loaded: LoadedModel, out: Path, report: dict[str, Any] | Non
         return None
     from k210tool.model.rewrite import save_model
 
-    path = out.with_name(out.stem + ".rewritten.h5")
+    path = rewritten_path(out)
     save_model(loaded.model, path)
     return str(path)
 

@@ -12,10 +12,12 @@ sits *inside* the backbone does the user have to pass ``--custom-objects FILE.py
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,8 @@ def sniff_format(path: Path) -> str:
     if path.is_dir():
         raise InputError(f"{path} is a directory", "give a .h5, .keras, .tflite or .onnx file "
                          "(TensorFlow SavedModel folders: convert them to .tflite first)")
+    if not path.is_file():  # a FIFO or a device would block the read below, or never end
+        raise InputError(f"model file {path} is not a regular file", "give a .h5, .keras, .tflite or .onnx file")
     with path.open("rb") as fh:
         head = fh.read(16)
     if not head:
@@ -130,17 +134,29 @@ def _read_h5(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple[Graph,
     if raw_cfg is None:
         raise ModelError(f"{p} is an HDF5 file without a model in it (weights only?)",
                          "save the whole model (model.save), not only its weights")
-    config = json.loads(raw_cfg.decode() if isinstance(raw_cfg, bytes) else raw_cfg)
+    config = _model_config(p, raw_cfg)
     kv = keras_version.decode() if isinstance(keras_version, bytes) else str(keras_version)
     flavour = KERAS3 if kv.startswith("3") else TF_KERAS
-    unknown = _unknown_classes(config, flavour, custom) | _code_layers(config, opts)
+    with _malformed_config(p):
+        unknown = _unknown_classes(config, flavour, custom) | _code_layers(config, opts)
     if not unknown:
         model = _load_live_h5(p, flavour, custom, opts)
         return graph_from_model(model), set()
     weights = _H5Weights(p)
-    graph = graph_from_config(config.get("config", config), flavour, weights.get,
-                              name=config.get("config", {}).get("name"))
+    with _malformed_config(p):
+        graph = graph_from_config(config.get("config", config), flavour, weights.get,
+                                  name=config.get("config", {}).get("name"))
     return graph, unknown
+
+
+@contextlib.contextmanager
+def _malformed_config(p: Path) -> Iterator[None]:
+    """A config whose entries have the wrong types or miss keys is the file's fault: one ModelError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ModelError(f"{p}: the model config is malformed ({type(exc).__name__}: {_first_line(exc)})",
+                         "re-export or re-download the model") from None
 
 
 def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptions) -> Any:
@@ -186,12 +202,15 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
 
     try:
         with zipfile.ZipFile(p) as z:
-            config = json.loads(z.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+            _check_members(p, z)
+            raw_cfg = z.read("config.json")
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
         raise ModelError(f"{p} is not a valid .keras file ({_first_line(exc)})",
                          "is the file complete? re-save it with model.save('x.keras')") from None
+    config = _model_config(p, raw_cfg)
     keras = import_keras3()
-    unknown = _unknown_classes(config, KERAS3, custom) | _code_layers(config, opts)
+    with _malformed_config(p):
+        unknown = _unknown_classes(config, KERAS3, custom) | _code_layers(config, opts)
     objects = dict(custom)
     for name in unknown:
         objects[name] = _stub_layer(keras, name)
@@ -206,6 +225,34 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
         except (ValueError, TypeError, KeyError, OSError) as exc:
             raise _explain_load_error(p, exc) from None
     return graph_from_model(model), unknown
+
+
+MAX_CONFIG = 64 << 20  # a model config (JSON) larger than this is not a face model
+
+
+def _check_members(p: Path, z: zipfile.ZipFile) -> None:
+    """A .keras zip names its members plainly: no absolute paths, no '..', no giant config."""
+    for name in z.namelist():
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise ModelError(f"{p} holds a member named {name!r} that points outside the archive",
+                             "a .keras file from model.save never does: do not trust this file")
+    if z.getinfo("config.json").file_size > MAX_CONFIG:
+        raise ModelError(f"{p}: config.json unpacks to more than {MAX_CONFIG >> 20} MiB", "is this a Keras model?")
+
+
+def _model_config(p: Path, raw: Any) -> dict[str, Any]:
+    """The model's config as a dict: malformed JSON or another type is a ModelError, not a crash later."""
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelError(f"{p}: the model config is not valid JSON ({_first_line(exc)})",
+                         "re-export or re-download the model") from None
+    inner = config.get("config", config) if isinstance(config, dict) else None
+    if not isinstance(inner, dict) or not isinstance(inner.get("layers", []), list):
+        raise ModelError(f"{p}: the model config is not a Keras model description "
+                         f"(found a JSON {type(config).__name__})", "re-export or re-download the model")
+    return config
 
 
 def _without_builtin_lambda(p: Path, config: dict[str, Any], tmp: Path) -> Path:
@@ -391,6 +438,8 @@ def _fix_input_size(graph: Graph, size: tuple[int, int] | None) -> None:
         raise ModelError(f"the model's input {shapes} is not an image (expected batch, height, width, channels)")
     shape = graph.input_shape(images[0])
     if size is not None:
+        if min(size) < 1:
+            raise InputError(f"--input-size {size[0]} {size[1]} is not an image size", "give HEIGHT WIDTH >= 1")
         graph.set_input_shape(*size)
     elif shape[1] is None or shape[2] is None:
         raise ModelError(f"the model's input size is not fixed ({shape[1]} x {shape[2]})",
