@@ -28,11 +28,16 @@ class Deadline(Exception):
 
 
 def die_with_parent() -> None:
-    """In a child: get SIGKILL when the parent dies; exit now if it already has."""
-    expected = os.environ.get(PARENT_ENV)
+    """In a child started by :func:`run_streaming`: get SIGKILL when the parent dies; exit now if it already has.
+
+    The parent's pid comes from :func:`child_env` (taken out of the environment here, so the child's own
+    children do not compare against it). The kernel sends the signal when the *thread* that started the
+    child ends; run_streaming waits for the child in that thread, so the two end together.
+    """
+    expected = os.environ.pop(PARENT_ENV, "")
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if expected and expected.isdigit() and os.getppid() != int(expected):
+    if expected.isdigit() and os.getppid() != int(expected):
         os._exit(1)  # the parent died before prctl took effect
 
 

@@ -90,3 +90,27 @@ def test_nncase_spinning_on_a_nan_is_stopped_at_the_deadline(monkeypatch) -> Non
     with pytest.raises(CompileError, match="did not finish within 8 s"):
         compile_kmodel(tfl, NncaseSettings(Preprocess(16, 16), timeout=8), calib)
     assert time.monotonic() - start < 30
+
+
+def test_a_kmodel_that_crashes_nncase_is_a_one_line_error_not_a_crash(tmp_path: Path) -> None:
+    """Two changed bytes in the header make nncase's Simulator segfault: the worker dies, this process reports it."""
+    sys.path.insert(0, str(Path(__file__).parent / "maixpy"))
+    from maixpy_factory import tiny_real_kmodel
+
+    from k210tool.errors import K210ToolError
+    from k210tool.sim.kmodelrun import KmodelInfo, run_kmodel
+    from k210tool.sim.pool import simulate
+
+    path = tiny_real_kmodel(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[19:21] = b"\x00\x00"
+    path.write_bytes(bytes(data))
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    with pytest.raises(K210ToolError, match="simulator crashed on this kmodel") as err:
+        simulate(bytes(data), images, "nncase", workers=1)
+    assert "workers 1" not in str(err.value)
+    # compare's engine check ("auto" on v5) ran nncase in this process; a corruption the kmodel reader
+    # does not catch took compare down with it
+    info = KmodelInfo(path, bytes(data), 5, (1, 3, 8, 8), "NCHW", None)
+    with pytest.raises(K210ToolError, match="crashed"):
+        run_kmodel(info, images, "auto")
