@@ -34,7 +34,7 @@ from k210tool.device.ptylink import PtyBridge
 from k210tool.device.rawrepl import RawRepl
 from k210tool.device.reset import ResetSequence, isp_strategies
 from k210tool.device.transport import Transport, open_transport
-from k210tool.errors import DeviceError
+from k210tool.errors import DeviceError, InputError
 from k210tool.report import Progress, Reporter
 
 GREETING_TIMEOUT = 0.5
@@ -257,6 +257,8 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
     it when the board's firmware is MicroPython.
     """
     reporter = reporter or Reporter()
+    if attempts < 1 or connect_attempts < 1:
+        raise InputError(f"--attempts {min(attempts, connect_attempts)}: at least one attempt is needed")
     board = plan.board
     baud = baud or board.serial.isp_baud
     kflash_board = kflash_board or board.serial.kflash_board
@@ -278,7 +280,7 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
                                  overall_timeout=overall, reporter=reporter)
             problem, how = _judge(run), CRC_ONLY
             if problem is None and want_readback:
-                problem, how = _verify_readback(access, board.serial.repl_baud, plan, readback is True, reporter)
+                problem, how = _verify_readback(access, board.serial.repl_baud, plan, reporter)
             if problem is None:
                 regions = [FlashedRegion(r.name, r.kind, r.address, r.size, r.sha256, how) for r in plan.regions]
                 return FlashResult(port, board.id, baud, kflash_board, regions, attempt,
@@ -333,19 +335,19 @@ class _PortAccess:
             self._shared.close()
 
 
-def _verify_readback(access: _PortAccess, baud: int, plan: FlashPlan, required: bool,
-                     reporter: Reporter) -> tuple[str | None, str]:
-    """(problem or None, how the regions were verified)."""
+def _verify_readback(access: _PortAccess, baud: int, plan: FlashPlan, reporter: Reporter) -> tuple[str | None, str]:
+    """(problem or None, how the regions were verified). A read-back that cannot run is a problem: the
+    chunk CRCs alone do not prove what is in the flash (--no-readback accepts them knowingly)."""
     with reporter.stage("verify (board hashes its flash)"):
         try:
             with access.transport(baud) as transport:
                 time.sleep(0.3)  # the board reboots after kflash; let the firmware start
                 digests = readback_digests(transport, plan.regions)
         except DeviceError as exc:
-            if required:
-                return f"could not read the flash back: {exc.message}", CRC_ONLY
-            reporter.warn(f"flash not read back ({exc.message}); verified by the ISP program's chunk CRCs only")
-            return None, CRC_ONLY
+            return (f"could not read the flash back: {exc.message} (--no-readback accepts the ISP program's chunk "
+                    "CRCs alone)", CRC_ONLY)
+    if len(digests) != len(plan.regions) or not all(isinstance(d, str) and len(d) == 64 for d in digests):
+        return f"the board's read-back gave no SHA-256 digests ({str(digests)[:80]})", CRC_ONLY
     for region, digest in zip(plan.regions, digests, strict=True):
         expected = _stored_sha256(region)
         if digest != expected:
