@@ -20,6 +20,7 @@ import json
 import posixpath
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def read_kfpkg(path: str | Path) -> list[Region]:
                          "a kfpkg needs flash-list.json with files: [{address, bin, sha256Prefix}]") from None
     except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: bad flash-list.json ({exc})") from None
-    except (OSError, RuntimeError, NotImplementedError, EOFError) as exc:  # unreadable, encrypted, odd compression
+    except (OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:  # unreadable, encrypted, odd
         raise InputError(f"cannot read kfpkg {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not regions:
         raise InputError(f"{path} lists no files to flash")

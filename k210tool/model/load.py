@@ -17,6 +17,7 @@ import importlib.util
 import json
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,12 +107,13 @@ def load_model(path: Path | str, options: LoadOptions | None = None, reporter: A
         return _load_onnx(p)
     custom = _custom_objects(opts.custom_objects)
     graph, unknown = _read_h5(p, custom, opts) if fmt == "h5" else _read_keras_zip(p, custom, opts)
-    graph, cut = cut_head(graph, unknown, opts.output_layer, opts.keep_head)
-    if reporter is not None and cut is not None:
-        reporter.info(f"cut the training head: {cut.describe()}")
-    _fix_input_size(graph, opts.input_size)
-    model = _build(graph, custom, unknown)
-    annotate_shapes(graph, model)
+    with _malformed_config(p):  # a graph from a hand-made config can be empty or inconsistent anywhere
+        graph, cut = cut_head(graph, unknown, opts.output_layer, opts.keep_head)
+        if reporter is not None and cut is not None:
+            reporter.info(f"cut the training head: {cut.describe()}")
+        _fix_input_size(graph, opts.input_size)
+        model = _build(graph, custom, unknown)
+        annotate_shapes(graph, model)
     in_shape = tuple(int(d) for d in model.input_shape[1:])
     out_shape = tuple(int(d) if d is not None else -1 for d in model.output_shape[1:])
     return LoadedModel(p, fmt, graph.flavour, model, graph, in_shape, out_shape,  # type: ignore[arg-type]
@@ -141,7 +143,8 @@ def _read_h5(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple[Graph,
         unknown = _unknown_classes(config, flavour, custom) | _code_layers(config, opts)
     if not unknown:
         model = _load_live_h5(p, flavour, custom, opts)
-        return graph_from_model(model), set()
+        with _malformed_config(p):
+            return graph_from_model(model), set()
     weights = _H5Weights(p)
     with _malformed_config(p):
         graph = graph_from_config(config.get("config", config), flavour, weights.get,
@@ -168,8 +171,8 @@ def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptio
             if flavour == TF_KERAS:
                 return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
             return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise _explain_load_error(p, exc) from None
+    except (ValueError, TypeError, KeyError, OSError, AttributeError, AssertionError, IndexError) as exc:
+        raise _explain_load_error(p, exc) from None  # Keras trips over a malformed config in many ways
 
 
 class _H5Weights:
@@ -204,7 +207,7 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
         with zipfile.ZipFile(p) as z:
             _check_members(p, z)
             raw_cfg = z.read("config.json")
-    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
         raise ModelError(f"{p} is not a valid .keras file ({_first_line(exc)})",
                          "is the file complete? re-save it with model.save('x.keras')") from None
     config = _model_config(p, raw_cfg)
