@@ -171,6 +171,7 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
 
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
+    _check_input_fits(loaded.input_shape, board, opts.allow_overflow)
     pre = make_preprocess(opts, loaded.input_shape)
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
@@ -192,6 +193,23 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     summary_file = summary_path(out)
     write_together([(out, kmodel), (summary_file, json_text(summary.to_dict()).encode())])
     return ConvertResult(out, summary_file, summary)
+
+
+K210_SRAM = 8 << 20  # all of the K210's SRAM (6 MiB general + 2 MiB KPU): no input larger than this can run
+
+
+def _check_input_fits(shape: tuple[int, int, int], board: Board, allow_overflow: bool) -> None:
+    """The input image alone must fit the board's model memory. Checked before calibration: for a huge input
+    its images (and their float copies for the rewrite's measurement) would take gigabytes, and nncase crashes."""
+    need = int(np.prod(shape))
+    if need <= board.model_memory or (allow_overflow and need <= K210_SRAM):
+        return
+    h, w, c = shape
+    raise DoesNotFitError(f"the model's {h}x{w}x{c} input alone needs {need / 2**20:.1f} MiB; {board.firmware.name} "
+                          f"leaves {board.model_memory / 2**20:.2f} MiB for a model"
+                          + ("" if need <= K210_SRAM else " and the K210 has 8 MiB of SRAM in all"),
+                          "use a smaller input (--input-size H W when the model allows it); `k210tool check` shows "
+                          "the memory per layer")
 
 
 def _inputs(opts: ConvertOptions) -> list[Path | str | None]:

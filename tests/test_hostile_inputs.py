@@ -124,3 +124,20 @@ def test_bad_calibration_arrays_are_refused(model: Path, tmp_path: Path, capsys,
 def test_bad_numbers_are_refused_before_nncase_sees_them(model: Path, tmp_path: Path, capsys, args, needle) -> None:
     run = run_cli(capsys, "convert", model, "--calib", "random", "-o", tmp_path / "x.kmodel", *args)
     assert_one_line_error(run, needle)
+
+
+@pytest.mark.parametrize(("size", "extra"), [(1200, []), (2048, ["--allow-overflow"])])
+def test_a_huge_input_is_refused_before_calibration(tmp_path: Path, capsys, size: int, extra: list[str]) -> None:
+    """A 4096x4096 input took 10.9 GB and segfaulted convert while `check` refused it: refuse it up front."""
+    import resource
+
+    from k210tool.tfutil import import_tf_keras
+
+    k = import_tf_keras()
+    inp = k.Input((size, size, 3))
+    big = save_h5(k.Model(inp, k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(4, 3, strides=2)(inp))),
+                  tmp_path / "big.h5")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run = run_cli(capsys, "convert", big, "--calib", "random", "-o", tmp_path / "big.kmodel", *extra)
+    assert_one_line_error(run, "input alone needs")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: no calibration batch
