@@ -134,11 +134,11 @@ def run_kflash(port: str, baud: int, kflash_board: str, kfpkg: Path, *, idle_tim
                 if not run.ok and not run.error:
                     run.error = f"kflash exited with status {proc.returncode} without a result"
                 return run
-            last = now
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                _handle_event(line.decode("utf-8", "replace"), run, bars)
+                if _handle_event(line.decode("utf-8", "replace"), run, bars):
+                    last = now  # only bytes written count: kflash's retry logs after a cut link are not progress
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -153,12 +153,15 @@ class _Bars:
         self._reporter = reporter
         self._open: dict[str, tuple[Any, Progress]] = {}
 
-    def update(self, what: str, done: int, total: int) -> None:
+    def update(self, what: str, done: int, total: int) -> bool:
+        """Move ``what``'s bar to ``done``; True when that is further than before."""
         if what not in self._open:
             cm = self._reporter.progress(f"kflash {what}", total=total)
             self._open[what] = (cm, cm.__enter__())
         handle = self._open[what][1]
-        handle.advance(done - handle.done)
+        step = done - handle.done
+        handle.advance(step)
+        return step > 0
 
     def close(self) -> None:
         for cm, _handle in self._open.values():
@@ -166,11 +169,14 @@ class _Bars:
         self._open.clear()
 
 
-def _handle_event(line: str, run: KflashRun, bars: _Bars) -> None:
+def _handle_event(line: str, run: KflashRun, bars: _Bars) -> bool:
+    """Record one event of the runner; True when it is progress (more bytes written, or the end)."""
     try:
         event = json.loads(line)
     except ValueError:
-        return
+        return False
+    if not isinstance(event, dict):
+        return False
     kind = event.get("event")
     if kind == "log":
         text = event.get("text", "")
@@ -178,11 +184,14 @@ def _handle_event(line: str, run: KflashRun, bars: _Bars) -> None:
         if "checksum error" in text.lower():
             run.rejected_chunks += 1
     elif kind == "progress":
-        bars.update(str(event.get("what") or "flash"), int(event.get("done", 0)), int(event.get("total", 0)))
+        return bars.update(str(event.get("what") or "flash"), int(event.get("done", 0)), int(event.get("total", 0)))
     elif kind == "done":
         run.ok = True
+        return True
     elif kind == "error":
         run.error = str(event.get("text", "kflash failed")).replace("[ERROR]", "").strip()
+        return True
+    return False
 
 
 # --- 3. verification -------------------------------------------------------------------------------------

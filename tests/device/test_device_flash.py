@@ -172,3 +172,23 @@ def test_zero_attempts_is_a_one_line_input_error(tmp_path, kmodel_bytes):
     run = subprocess.run([*K210TOOL, "flash", "-p", str(tmp_path / "nope"), "--kmodel", str(model), "--attempts", "0"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "at least one attempt" in run.stderr, run.stderr
+
+
+def test_kflash_log_lines_are_not_progress(monkeypatch, tmp_path):
+    """After a cut link kflash keeps logging its retries (the flaky case: it read a garbage byte and retried):
+    only bytes written reset the idle timer, so the cut is still reported within the idle timeout."""
+    import k210tool.device.isp as isp
+    from k210tool.report import Reporter
+
+    fake = ("import json, time\n"
+            "print(json.dumps({'event': 'progress', 'what': 'face.kmodel', 'done': 4096, 'total': 90000}), flush=True)\n"
+            "while True:\n"
+            "    print(json.dumps({'event': 'log', 'text': 'Greeting fail, retry'}), flush=True)\n"
+            "    time.sleep(0.3)\n")
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(isp.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", fake], **kw))
+    start = time.monotonic()
+    run = isp.run_kflash("/dev/null", 115200, "dan", tmp_path / "x.kfpkg", idle_timeout=2, overall_timeout=60,
+                         reporter=Reporter())
+    assert "no progress for 2 s" in run.error and not run.ok
+    assert time.monotonic() - start < 10
