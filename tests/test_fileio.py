@@ -93,3 +93,17 @@ def test_scratch_folders_of_killed_runs_are_swept(tmp_path: Path, monkeypatch) -
         assert not stale.exists() and mine.exists() and other.exists()
     assert not folder.exists()
     assert sweep_scratch(tmp_path) == []
+
+
+def test_a_full_disk_anywhere_is_a_one_line_exit_2(capsys, monkeypatch) -> None:
+    """ENOSPC raised outside k210tool's own writers (nncase's scratch folder, Keras saving) is the environment."""
+    from helpers import assert_one_line_error, run_cli
+
+    import k210tool.boards as boards
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/k210tool-nncase-1-x/calib.npy")
+
+    monkeypatch.setattr(boards, "all_boards", full)
+    run = run_cli(capsys, "boards")
+    assert_one_line_error(run, "the disk is full", "/tmp/k210tool-nncase-1-x/calib.npy")
