@@ -21,7 +21,6 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from k210tool.device.rawrepl import RawRepl
 from k210tool.device.reset import ResetSequence, isp_strategies
 from k210tool.device.transport import Transport, open_transport
 from k210tool.errors import DeviceError, InputError
+from k210tool.fileio import scratch_dir
 from k210tool.report import Progress, Reporter
 
 GREETING_TIMEOUT = 0.5
@@ -277,7 +277,7 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
     overall = 60 + 3 * (plan.total_bytes + 20_000) * 10 / min(baud, 115200 * 4)
     start = time.monotonic()
 
-    with _PortAccess(port) as access, tempfile.TemporaryDirectory(prefix="k210tool-flash-") as tmp:
+    with _PortAccess(port) as access, scratch_dir("flash") as tmp:
         with reporter.stage("connect (ISP greeting)"), access.transport(115200) as transport:
             strategy = isp_connect(transport, kflash_board, connect_attempts)
         kflash_board = kflash_board if kflash_board not in ("", "auto") else strategy.wiring.name

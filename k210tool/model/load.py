@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.errors import InputError, ModelError
+from k210tool.fileio import scratch_dir
 from k210tool.model.graph import (
     KERAS3,
     TF_KERAS,
@@ -219,8 +219,8 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
         objects[name] = _stub_layer(keras, name)
     for reg in _registered_names(config, unknown) | ({"k210tool>Lambda"} if "Lambda" in unknown else set()):
         objects[reg] = objects[reg.split(">")[-1]]
-    with tempfile.TemporaryDirectory(prefix="k210tool-keras-") as tmp:
-        source = _without_builtin_lambda(p, config, Path(tmp)) if "Lambda" in unknown else p
+    with scratch_dir("keras") as tmp:
+        source = _without_builtin_lambda(p, config, tmp) if "Lambda" in unknown else p
         try:
             with quiet_stderr():
                 model = keras.saving.load_model(source, compile=False, custom_objects=objects,
