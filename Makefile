@@ -6,15 +6,17 @@ K210   := $(VENV)/bin/k210tool
 STAMP  := $(VENV)/.installed-stamp
 DEMO   ?= build/demo
 PYTEST_ARGS ?=
+# every install is pinned by constraints.txt, so developers and CI get the same versions
+PIP_INSTALL = $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: env demo test bench lint clean
+.PHONY: env demo test test-fast bench lint clean constraints
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	@set -e; if [ ! -x "$(PY)" ]; then \
 	  PYBIN=$$(PYTHON="$(PYTHON)" scripts/find_python.sh); \
 	  echo "creating $(VENV) with $$PYBIN"; "$$PYBIN" -m venv "$(VENV)"; fi
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) -e '.[dev]'
 	@touch $(STAMP)
 
 env: $(STAMP)
@@ -25,6 +27,18 @@ demo: env
 
 test: env
 	$(PY) -m pytest -n auto --dist loadgroup $(PYTEST_ARGS)
+
+# the edit-run loop: everything but the slow tests (training, the MobileFaceNet compiles), stop at the first failure
+test-fast: env
+	$(PY) -m pytest -n auto --dist loadgroup -m 'not slow and not hardware and not gpu' -x $(PYTEST_ARGS)
+
+# after changing setup.cfg: re-resolve in a throw-away venv and write the exact versions to constraints.txt
+constraints:
+	@set -e; rm -rf build/constraints-venv; PYBIN=$$(PYTHON="$(PYTHON)" scripts/find_python.sh); \
+	  "$$PYBIN" -m venv build/constraints-venv; build/constraints-venv/bin/pip install --quiet -e '.[dev]'; \
+	  { echo "# Exact versions that make env / make test / CI install (pip install -c constraints.txt)."; \
+	    echo "# Regenerate after changing setup.cfg: make constraints (then review the diff)."; \
+	    build/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^k210tool'; } > constraints.txt
 
 bench: env
 	$(PY) benchmarks/run_all.py

@@ -318,6 +318,8 @@ def _verification(outputs: dict[str, list[np.ndarray]], columns: list[str], data
             return {}, {}, {}
         scores[name] = pair_scores(emb[p.left], emb[p.right])
         roc[name] = roc_curve(scores[name], p.issame)
+    for warning in next(iter(results.values())).warnings if results else []:  # the same for every column
+        rep.warn(warning)
     return results, scores, roc
 
 

@@ -20,7 +20,7 @@ from k210tool.boards import Board, all_firmware, get_board
 from k210tool.compile.nncase_backend import NNCASE_VERSION, NncaseSettings, compile_kmodel
 from k210tool.compile.summary import Memory, OpCounts, Summary, TensorInfo, summary_path
 from k210tool.errors import DoesNotFitError, FirmwareError, InputError
-from k210tool.fileio import check_output_path, write_bytes, write_json
+from k210tool.fileio import check_output_path, json_text, write_together
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
 from k210tool.preprocess import Preprocess, find_images, load_array, load_folder
 from k210tool.report import Reporter
@@ -104,6 +104,8 @@ def _check_calibration_source(cal: CalibrationOptions) -> None:
     p = Path(cal.source)
     if not p.exists():
         raise InputError(f"calibration source {p} does not exist")
+    if not p.is_dir() and not p.is_file():
+        raise InputError(f"calibration source {p} is neither a folder nor a regular file")
     if p.is_dir() and not find_images(p):
         raise InputError(f"calibration folder {p} holds no images (jpg/png/bmp, searched recursively)",
                          "point --calib at a folder of face crops")
@@ -169,9 +171,9 @@ def flash_room(board: Board) -> int:
 def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertResult:
     rep = reporter or Reporter()
     board = get_board(opts.board, opts.firmware)
-    out = check_output_path(opts.output or default_output(Path(opts.model)))
-    if out.resolve() == Path(opts.model).resolve():
-        raise InputError("the output would overwrite the input model", "choose another -o path")
+    out = check_output_path(opts.output or default_output(Path(opts.model)), _inputs(opts))
+    for extra in (summary_path(out), rewritten_path(out)):
+        check_output_path(extra, _inputs(opts))
     if opts.backend not in BACKENDS:
         raise InputError(f"--backend {opts.backend!r}", f"use one of {', '.join(BACKENDS)}")
     _check_calibration_source(opts.calibration)
@@ -179,6 +181,7 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
 
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
+    _check_input_fits(loaded.input_shape, board, opts.allow_overflow)
     pre = make_preprocess(opts, loaded.input_shape)
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
@@ -192,8 +195,8 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     summary = _summarize(opts, loaded, out, kmodel, version, board, pre, compiled, calib_desc, rewrite_report, rep)
     _check_fit(summary, board, opts, rep)
     summary.float_model = _save_reference(loaded, out) or str(opts.model)
-    write_bytes(out, kmodel)
-    summary_file = write_json(summary_path(out), summary.to_dict())
+    summary_file = summary_path(out)
+    write_together([(out, kmodel), (summary_file, json_text(summary.to_dict()).encode())])
     return ConvertResult(out, summary_file, summary)
 
 
@@ -256,6 +259,33 @@ def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: 
     return Compiled(result.kmodel, "nncase", quant, ops, dump.memory, fallback=why)
 
 
+K210_SRAM = 8 << 20  # all of the K210's SRAM (6 MiB general + 2 MiB KPU): no input larger than this can run
+
+
+def _check_input_fits(shape: tuple[int, int, int], board: Board, allow_overflow: bool) -> None:
+    """The input image alone must fit the board's model memory. Checked before calibration: for a huge input
+    its images (and their float copies for the rewrite's measurement) would take gigabytes, and nncase crashes."""
+    need = int(np.prod(shape))
+    if need <= board.model_memory or (allow_overflow and need <= K210_SRAM):
+        return
+    h, w, c = shape
+    raise DoesNotFitError(f"the model's {h}x{w}x{c} input alone needs {need / 2**20:.1f} MiB; {board.firmware.name} "
+                          f"leaves {board.model_memory / 2**20:.2f} MiB for a model"
+                          + ("" if need <= K210_SRAM else " and the K210 has 8 MiB of SRAM in all"),
+                          "use a smaller input (--input-size H W when the model allows it); `k210tool check` shows "
+                          "the memory per layer")
+
+
+def _inputs(opts: ConvertOptions) -> list[Path | str | None]:
+    """Every file convert reads: no output may replace one of them."""
+    cal = opts.calibration.source
+    return [opts.model, opts.load.custom_objects, cal if cal not in (None, "random") else None]
+
+
+def rewritten_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".rewritten.h5")
+
+
 def _rewrite(loaded: LoadedModel, opts: ConvertOptions, images: np.ndarray, desc: str,
              rep: Reporter) -> dict[str, Any] | None:
     if not opts.rewrite or not loaded.is_keras:
@@ -285,7 +315,7 @@ def _save_reference(loaded: LoadedModel, out: Path) -> str | None:
         return None
     from k210tool.model.rewrite import save_model
 
-    path = out.with_name(out.stem + ".rewritten.h5")
+    path = rewritten_path(out)
     save_model(loaded.reference_model, path)
     return str(path)
 

@@ -15,12 +15,19 @@ class K210ToolError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message, hint = _one_line(message), (None if hint is None else _one_line(hint))
         super().__init__(message)
         self.message = message
         self.hint = hint
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+def _one_line(text: str) -> str:
+    """Errors are one line: a library's multi-line message (pickle, h5py, nncase) is joined."""
+    text = str(text)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) if "\n" in text or "\r" in text else text
 
 
 class InputError(K210ToolError):

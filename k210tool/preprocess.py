@@ -15,6 +15,7 @@ Images are RGB everywhere inside k210tool; ``color="BGR"`` means the *model* was
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,11 @@ class Preprocess:
             object.__setattr__(self, "std", _broadcast(self.std, self.channels, "std"))
         if any(s == 0 for s in self.std):
             raise InputError("--std must not be 0")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):  # nncase spins forever on a NaN
+            raise InputError(f"--mean {list(self.mean)} / --std {list(self.std)} must be finite numbers")
+        if min(self.height, self.width) < 1 or self.channels not in (1, 3):
+            raise InputError(f"an input of {self.height}x{self.width}x{self.channels} is not an image",
+                             "height and width are at least 1, channels 1 or 3")
 
     # -- construction helpers ----------------------------------------------------------------------
     @staticmethod
@@ -82,6 +88,14 @@ class Preprocess:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Preprocess:
+        try:
+            return Preprocess._from_dict(d)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise InputError(f"malformed preprocessing record ({type(exc).__name__}: {exc})",
+                             "re-run convert to write a new summary") from None
+
+    @staticmethod
+    def _from_dict(d: dict[str, Any]) -> Preprocess:
         return Preprocess(
             height=int(d["height"]),
             width=int(d["width"]),
@@ -270,10 +284,13 @@ def _iter_progress(items: Sequence[Any], reporter: Any, what: str) -> Iterator[A
 def load_array(path: Path | str, pre: Preprocess) -> np.ndarray:
     """A ``.npy`` of images: uint8 (or float in 0..255) ``(N, H, W, C)`` or ``(N, C, H, W)``."""
     p = Path(path)
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {p} as a .npy array: {exc}") from None
+    try:  # memory-mapped: a header that declares more data than the file holds fails instead of allocating it
+        arr = np.load(p, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read {p} as a .npy array: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if not isinstance(arr, np.ndarray):  # np.load opened an .npz archive
+        arr.close()
+        raise InputError(f"{p} is an .npz archive, not a .npy array", "save one array with np.save")
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4:
@@ -285,6 +302,8 @@ def load_array(path: Path | str, pre: Preprocess) -> np.ndarray:
     if arr.shape[0] == 0:
         raise InputError(f"{p} holds no images")
     if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+            raise InputError(f"{p} holds NaN or infinite values", "save uint8 RGB pixel images")
         if not np.issubdtype(arr.dtype, np.number) or arr.min() < 0 or arr.max() > 255:
             raise InputError(f"{p} holds {arr.dtype} values outside 0..255", "save uint8 RGB pixel images")
         arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)

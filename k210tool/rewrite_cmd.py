@@ -59,7 +59,7 @@ def measurement_images(source: str | None, pre: Preprocess, count: int, reporter
 
 def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -> RewriteResult:
     rep = reporter or Reporter()
-    check_output_path(opts.output)
+    check_output_path(opts.output, [opts.model, opts.load.custom_objects, opts.calib])
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
     h, w, c = loaded.input_shape

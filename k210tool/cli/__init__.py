@@ -7,6 +7,7 @@ function that returns a dataclass, render it as a table or ``--json``. Errors th
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -130,6 +131,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _fail("interrupted", None, 130, as_json)
+    except OSError as exc:
+        if debug:
+            raise
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the environment, not a bug: wherever the write was
+            _fail(f"the disk is full ({exc.filename or 'while writing'})", "free some space and run again", 2, as_json)
+        _fail(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
+              "run again with --debug for the traceback and report it", 1, as_json)
     except Exception as exc:  # a bug: say so in one line, traceback only with --debug
         if debug:
             raise

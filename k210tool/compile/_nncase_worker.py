@@ -47,4 +47,7 @@ def run(job_dir: Path) -> int:
 
 
 if __name__ == "__main__":
+    from k210tool.child import die_with_parent
+
+    die_with_parent()
     sys.exit(run(Path(sys.argv[1])))

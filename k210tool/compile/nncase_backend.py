@@ -9,12 +9,9 @@ CPU schedule, KPU ops) is parsed into a :class:`~k210tool.compile.dump.DumpInfo`
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ import numpy as np
 
 from k210tool.compile.dump import DumpInfo, parse_dump
 from k210tool.errors import CompileError
+from k210tool.fileio import scratch_dir
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
 
@@ -91,8 +89,7 @@ def compile_kmodel(model: bytes, settings: NncaseSettings, calibration: np.ndarr
     rep = reporter or Reporter()
     if calibration.dtype != np.uint8 or calibration.ndim != 4 or len(calibration) == 0:
         raise CompileError("calibration data must be a non-empty uint8 (N, H, W, C) batch")
-    with tempfile.TemporaryDirectory(prefix="k210tool-nncase-") as tmp:
-        job = Path(tmp)
+    with scratch_dir("nncase") as job:
         dump_dir = job / "dump"
         (job / "model.bin").write_bytes(model)
         np.save(job / "calib.npy", to_input_layout(calibration, settings.input_layout))
@@ -120,26 +117,26 @@ def compile_kmodel(model: bytes, settings: NncaseSettings, calibration: np.ndarr
 
 
 def _run_worker(job: Path, timeout: float, rep: Reporter) -> str:
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    from k210tool.child import Deadline, run_streaming
+
     cmd = [sys.executable, "-m", "k210tool.compile._nncase_worker", str(job)]
     lines: list[str] = []
     with rep.progress("nncase compile", total=8) as bar:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=job, env=env,
-                                text=True, errors="replace")
-        deadline = time.monotonic() + timeout
-        assert proc.stdout is not None
         step = 0
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
+
+        def on_line(line: str) -> None:
+            nonlocal step
+            lines.append(line)
             m = _STEP.match(line)
-            if m and int(m.group(1)) > step and int(m.group(1)) <= 8:
+            if m and step < int(m.group(1)) <= 8:
                 bar.advance(int(m.group(1)) - step)
                 step = int(m.group(1))
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise CompileError(f"nncase did not finish within {timeout:.0f} s", "the model may be too large")
-        code = proc.wait()
+
+        try:
+            code = run_streaming(cmd, timeout, on_line, cwd=job)
+        except Deadline:
+            raise CompileError(f"nncase did not finish within {timeout:.0f} s (stopped during '{_last_step(lines)}')",
+                               "the model may be too large; run `k210tool check MODEL`") from None
     log = "\n".join(lines)
     if code != 0:
         if code < 0:

@@ -104,6 +104,27 @@ def read_summary(kmodel_or_json: Path | str) -> Summary:
         d["outputs"] = [TensorInfo(**t) for t in d["outputs"]]
         d["ops"] = OpCounts(**d["ops"])
         d["memory"] = Memory(**d["memory"])
-        return Summary(**d)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{p} is not a k210tool convert summary ({exc})") from None
+        summary = Summary(**d)
+        _check_values(summary)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise InputError(f"{p} is not a k210tool convert summary ({type(exc).__name__}: {exc})".splitlines()[0],
+                         "re-run convert to write it again") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from None
+    summary.get_preprocess()  # malformed preprocessing is an InputError of its own
+    return summary
+
+
+def _check_values(s: Summary) -> None:
+    """The fields other commands compute with have the types convert writes (a hand-edited file may not)."""
+    if not isinstance(s.kmodel_version, int) or not isinstance(s.kmodel_size, int):
+        raise TypeError("kmodel_version and kmodel_size must be integers")
+    if not isinstance(s.kmodel_sha256, str) or (s.kmodel_sha256 and len(s.kmodel_sha256) != 64):
+        raise ValueError("kmodel_sha256 must be a SHA-256 hex digest")
+    for t in (*s.inputs, *s.outputs):
+        if not isinstance(t.shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in t.shape):
+            raise TypeError(f"shape of {t.name!r} must be a list of integers")
+    if not isinstance(s.preprocess, dict) or not isinstance(s.quantization, dict):
+        raise TypeError("preprocess and quantization must be objects")
+    if not isinstance(s.memory.total, int) or not isinstance(s.memory.board_limit, int):
+        raise TypeError("memory figures must be integers")

@@ -21,7 +21,6 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ from k210tool.device.ptylink import PtyBridge
 from k210tool.device.rawrepl import RawRepl
 from k210tool.device.reset import ResetSequence, isp_strategies
 from k210tool.device.transport import Transport, open_transport
-from k210tool.errors import DeviceError
+from k210tool.errors import DeviceError, InputError
+from k210tool.fileio import scratch_dir
 from k210tool.report import Progress, Reporter
 
 GREETING_TIMEOUT = 0.5
@@ -134,11 +134,11 @@ def run_kflash(port: str, baud: int, kflash_board: str, kfpkg: Path, *, idle_tim
                 if not run.ok and not run.error:
                     run.error = f"kflash exited with status {proc.returncode} without a result"
                 return run
-            last = now
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
-                _handle_event(line.decode("utf-8", "replace"), run, bars)
+                if _handle_event(line.decode("utf-8", "replace"), run, bars):
+                    last = now  # only bytes written count: kflash's retry logs after a cut link are not progress
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -153,12 +153,15 @@ class _Bars:
         self._reporter = reporter
         self._open: dict[str, tuple[Any, Progress]] = {}
 
-    def update(self, what: str, done: int, total: int) -> None:
+    def update(self, what: str, done: int, total: int) -> bool:
+        """Move ``what``'s bar to ``done``; True when that is further than before."""
         if what not in self._open:
             cm = self._reporter.progress(f"kflash {what}", total=total)
             self._open[what] = (cm, cm.__enter__())
         handle = self._open[what][1]
-        handle.advance(done - handle.done)
+        step = done - handle.done
+        handle.advance(step)
+        return step > 0
 
     def close(self) -> None:
         for cm, _handle in self._open.values():
@@ -166,11 +169,14 @@ class _Bars:
         self._open.clear()
 
 
-def _handle_event(line: str, run: KflashRun, bars: _Bars) -> None:
+def _handle_event(line: str, run: KflashRun, bars: _Bars) -> bool:
+    """Record one event of the runner; True when it is progress (more bytes written, or the end)."""
     try:
         event = json.loads(line)
     except ValueError:
-        return
+        return False
+    if not isinstance(event, dict):
+        return False
     kind = event.get("event")
     if kind == "log":
         text = event.get("text", "")
@@ -178,11 +184,14 @@ def _handle_event(line: str, run: KflashRun, bars: _Bars) -> None:
         if "checksum error" in text.lower():
             run.rejected_chunks += 1
     elif kind == "progress":
-        bars.update(str(event.get("what") or "flash"), int(event.get("done", 0)), int(event.get("total", 0)))
+        return bars.update(str(event.get("what") or "flash"), int(event.get("done", 0)), int(event.get("total", 0)))
     elif kind == "done":
         run.ok = True
+        return True
     elif kind == "error":
         run.error = str(event.get("text", "kflash failed")).replace("[ERROR]", "").strip()
+        return True
+    return False
 
 
 # --- 3. verification -------------------------------------------------------------------------------------
@@ -257,6 +266,8 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
     it when the board's firmware is MicroPython.
     """
     reporter = reporter or Reporter()
+    if attempts < 1 or connect_attempts < 1:
+        raise InputError(f"--attempts {min(attempts, connect_attempts)}: at least one attempt is needed")
     board = plan.board
     baud = baud or board.serial.isp_baud
     kflash_board = kflash_board or board.serial.kflash_board
@@ -266,7 +277,7 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
     overall = 60 + 3 * (plan.total_bytes + 20_000) * 10 / min(baud, 115200 * 4)
     start = time.monotonic()
 
-    with _PortAccess(port) as access, tempfile.TemporaryDirectory(prefix="k210tool-flash-") as tmp:
+    with _PortAccess(port) as access, scratch_dir("flash") as tmp:
         with reporter.stage("connect (ISP greeting)"), access.transport(115200) as transport:
             strategy = isp_connect(transport, kflash_board, connect_attempts)
         kflash_board = kflash_board if kflash_board not in ("", "auto") else strategy.wiring.name
@@ -278,7 +289,7 @@ def flash(port: str, plan: FlashPlan, *, baud: int | None = None, kflash_board: 
                                  overall_timeout=overall, reporter=reporter)
             problem, how = _judge(run), CRC_ONLY
             if problem is None and want_readback:
-                problem, how = _verify_readback(access, board.serial.repl_baud, plan, readback is True, reporter)
+                problem, how = _verify_readback(access, board.serial.repl_baud, plan, reporter)
             if problem is None:
                 regions = [FlashedRegion(r.name, r.kind, r.address, r.size, r.sha256, how) for r in plan.regions]
                 return FlashResult(port, board.id, baud, kflash_board, regions, attempt,
@@ -333,19 +344,19 @@ class _PortAccess:
             self._shared.close()
 
 
-def _verify_readback(access: _PortAccess, baud: int, plan: FlashPlan, required: bool,
-                     reporter: Reporter) -> tuple[str | None, str]:
-    """(problem or None, how the regions were verified)."""
+def _verify_readback(access: _PortAccess, baud: int, plan: FlashPlan, reporter: Reporter) -> tuple[str | None, str]:
+    """(problem or None, how the regions were verified). A read-back that cannot run is a problem: the
+    chunk CRCs alone do not prove what is in the flash (--no-readback accepts them knowingly)."""
     with reporter.stage("verify (board hashes its flash)"):
         try:
             with access.transport(baud) as transport:
                 time.sleep(0.3)  # the board reboots after kflash; let the firmware start
                 digests = readback_digests(transport, plan.regions)
         except DeviceError as exc:
-            if required:
-                return f"could not read the flash back: {exc.message}", CRC_ONLY
-            reporter.warn(f"flash not read back ({exc.message}); verified by the ISP program's chunk CRCs only")
-            return None, CRC_ONLY
+            return (f"could not read the flash back: {exc.message} (--no-readback accepts the ISP program's chunk "
+                    "CRCs alone)", CRC_ONLY)
+    if len(digests) != len(plan.regions) or not all(isinstance(d, str) and len(d) == 64 for d in digests):
+        return f"the board's read-back gave no SHA-256 digests ({str(digests)[:80]})", CRC_ONLY
     for region, digest in zip(plan.regions, digests, strict=True):
         expected = _stored_sha256(region)
         if digest != expected:

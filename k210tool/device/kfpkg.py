@@ -20,6 +20,7 @@ import json
 import posixpath
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,9 @@ def split_kmodel_arg(spec: str) -> tuple[Path, int | None]:
 
 def _read(path: Path, what: str) -> bytes:
     if not path.is_file():
-        raise InputError(f"{what} {path} does not exist")
+        raise InputError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
+    if path.stat().st_size > MAX_MEMBER:
+        raise InputError(f"{what} {path} is larger than any K210 flash ({MAX_MEMBER:,} bytes)")
     data = path.read_bytes()
     if not data:
         raise InputError(f"{what} {path} is empty")
@@ -145,6 +148,8 @@ def _unique(name: str, regions: list[Region]) -> str:
 def validate_regions(board: Board, regions: list[Region] | tuple[Region, ...]) -> None:
     size = board.flash_size
     for r in regions:
+        if r.address < 0:
+            raise InputError(f"{r.name} has a negative flash address ({r.address})", "addresses are >= 0")
         if r.address % SECTOR:
             raise InputError(f"{r.describe()} does not start on a 4 KiB flash sector",
                              f"use a multiple of 0x1000, e.g. 0x{(r.address // SECTOR + 1) * SECTOR:x}")
@@ -179,23 +184,21 @@ def write_kfpkg(regions: list[Region] | tuple[Region, ...], path: str | Path) ->
     return Path(path)
 
 
+MAX_MEMBER = 16 << 20  # the largest K210 flash: no member of a kfpkg can be bigger
+MAX_LISTING = 1 << 20
+
+
 def read_kfpkg(path: str | Path) -> list[Region]:
+    """The regions of a kfpkg. Sizes are checked against what the zip declares before anything is
+    unpacked (and reading stops at the declared size), so a zip bomb costs no memory."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            listing = json.loads(zf.read("flash-list.json"))
+            listing = json.loads(_member(zf, "flash-list.json", MAX_LISTING, path))
             entries = listing["files"]
-            regions = []
-            for entry in entries:
-                name = str(entry["bin"])
-                address = entry["address"]
-                address = parse_address(address) if isinstance(address, str) else int(address)
-                prefix = entry.get("sha256Prefix")
-                if not isinstance(prefix, bool):
-                    raise InputError(f"{path}: sha256Prefix of {name} must be true or false")
-                data = zf.read(name)
-                kind = "firmware" if prefix else ("kmodel" if _looks_like_kmodel(name, data) else "data")
-                regions.append(Region(address, data, posixpath.basename(name), kind, prefix))
+            if not isinstance(entries, list):
+                raise InputError(f"{path}: files in flash-list.json must be a list")
+            regions = [_region(zf, entry, path) for entry in entries]
     except FileNotFoundError:
         raise InputError(f"kfpkg {path} does not exist") from None
     except zipfile.BadZipFile:
@@ -203,11 +206,43 @@ def read_kfpkg(path: str | Path) -> list[Region]:
     except KeyError as exc:
         raise InputError(f"{path}: flash-list.json or a file it lists is missing ({exc})",
                          "a kfpkg needs flash-list.json with files: [{address, bin, sha256Prefix}]") from None
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: bad flash-list.json ({exc})") from None
+    except (OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:  # unreadable, encrypted, odd
+        raise InputError(f"cannot read kfpkg {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not regions:
         raise InputError(f"{path} lists no files to flash")
     return regions
+
+
+def _region(zf: zipfile.ZipFile, entry: object, path: Path) -> Region:
+    if not isinstance(entry, dict):
+        raise InputError(f"{path}: every entry of files in flash-list.json must be an object")
+    name = entry["bin"]
+    if not isinstance(name, str) or not posixpath.basename(name) or name.endswith("/"):
+        raise InputError(f"{path}: bin {name!r} in flash-list.json is not a file name")
+    address = entry["address"]
+    if isinstance(address, str):
+        address = parse_address(address)
+    elif not isinstance(address, int) or isinstance(address, bool):
+        raise InputError(f"{path}: address of {name} must be an integer, got {address!r}")
+    if address < 0:
+        raise InputError(f"{path}: address of {name} is negative ({address})", "addresses are >= 0")
+    prefix = entry.get("sha256Prefix")
+    if not isinstance(prefix, bool):
+        raise InputError(f"{path}: sha256Prefix of {name} must be true or false")
+    data = _member(zf, name, MAX_MEMBER, path)
+    kind = "firmware" if prefix else ("kmodel" if _looks_like_kmodel(name, data) else "data")
+    return Region(address, data, posixpath.basename(name), kind, prefix)
+
+
+def _member(zf: zipfile.ZipFile, name: str, limit: int, path: Path) -> bytes:
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise InputError(f"{path}: {name} unpacks to {info.file_size:,} bytes, more than the {limit:,} a K210 "
+                         "kfpkg can hold", "is this really a kfpkg?")
+    with zf.open(info) as fh:
+        return fh.read(limit + 1)[:limit]
 
 
 def _looks_like_kmodel(name: str, data: bytes) -> bool:

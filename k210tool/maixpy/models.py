@@ -8,6 +8,7 @@ the two must agree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -157,16 +158,25 @@ def describe_model(file: Path, location: Location, summary: Path | None = None,
     version, size = read_kmodel_header(file)
     data = load_summary(file, summary, required=summary_required) or {}
     name = str(summary or summary_path_for(file))
+    try:
+        return _script_model(file, version, size, location, data, name, summary_required)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise InputError(f"{name} is malformed ({type(exc).__name__}: {exc})".splitlines()[0],
+                         "re-run k210tool convert to rewrite it") from None
+
+
+def _script_model(file: Path, version: int, size: int, location: Location, data: dict[str, Any], name: str,
+                  summary_required: bool) -> ScriptModel:
     if "kmodel_version" in data and int(data["kmodel_version"]) != version:
         raise InputError(f"{name} says kmodel v{data['kmodel_version']} but {file} is v{version}",
                          "the summary belongs to another kmodel: re-run k210tool convert or pass --summary")
     if "kmodel_size" in data and int(data["kmodel_size"]) != size:
         raise InputError(f"{name} describes a {data['kmodel_size']}-byte kmodel but {file} has {size} bytes",
                          "the summary belongs to another kmodel: re-run k210tool convert or pass --summary")
-    try:
-        pre = Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{name}: bad preprocess entry ({exc})", "re-run k210tool convert") from None
+    if data.get("kmodel_sha256") and data["kmodel_sha256"] != hashlib.sha256(file.read_bytes()).hexdigest():
+        raise InputError(f"{name} was written for another kmodel than {file} (their SHA-256 differ)",
+                         "the pair was not replaced together: re-run k210tool convert or pass --summary")
+    pre = Preprocess.from_dict(data["preprocess"]) if "preprocess" in data else None
     if summary_required and pre is None:
         raise InputError(f"{name} has no preprocess entry", "re-run k210tool convert to rewrite the summary")
     outputs = tuple(tuple(int(d) for d in o.get("shape", [])) for o in data.get("outputs", []))

@@ -14,10 +14,12 @@ sits *inside* the backbone does the user have to pass ``--custom-objects FILE.py
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
-import tempfile
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.errors import InputError, ModelError
+from k210tool.fileio import scratch_dir
 from k210tool.model.graph import (
     KERAS3,
     TF_KERAS,
@@ -83,6 +86,8 @@ def sniff_format(path: Path) -> str:
     if path.is_dir():
         raise InputError(f"{path} is a directory", "give a .h5, .keras, .tflite or .onnx file "
                          "(TensorFlow SavedModel folders: convert them to .tflite first)")
+    if not path.is_file():  # a FIFO or a device would block the read below, or never end
+        raise InputError(f"model file {path} is not a regular file", "give a .h5, .keras, .tflite or .onnx file")
     with path.open("rb") as fh:
         head = fh.read(16)
     if not head:
@@ -110,12 +115,13 @@ def load_model(path: Path | str, options: LoadOptions | None = None, reporter: A
     else:
         custom = _custom_objects(opts.custom_objects)
         graph, unknown = _read_h5(p, custom, opts) if fmt == "h5" else _read_keras_zip(p, custom, opts)
-    graph, cut = cut_head(graph, unknown, opts.output_layer, opts.keep_head)
-    if reporter is not None and cut is not None:
-        reporter.info(f"cut the training head: {cut.describe()}")
-    _fix_input_size(graph, opts.input_size)
-    model = _build(graph, custom, unknown)
-    annotate_shapes(graph, model)
+    with _malformed_config(p):  # a graph from a hand-made config can be empty or inconsistent anywhere
+        graph, cut = cut_head(graph, unknown, opts.output_layer, opts.keep_head)
+        if reporter is not None and cut is not None:
+            reporter.info(f"cut the training head: {cut.describe()}")
+        _fix_input_size(graph, opts.input_size)
+        model = _build(graph, custom, unknown)
+        annotate_shapes(graph, model)
     in_shape = tuple(int(d) for d in model.input_shape[1:])
     out_shape = tuple(int(d) if d is not None else -1 for d in model.output_shape[1:])
     return LoadedModel(p, fmt, graph.flavour, model, graph, in_shape, out_shape,  # type: ignore[arg-type]
@@ -138,17 +144,30 @@ def _read_h5(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple[Graph,
     if raw_cfg is None:
         raise ModelError(f"{p} is an HDF5 file without a model in it (weights only?)",
                          "save the whole model (model.save), not only its weights")
-    config = json.loads(raw_cfg.decode() if isinstance(raw_cfg, bytes) else raw_cfg)
+    config = _model_config(p, raw_cfg)
     kv = keras_version.decode() if isinstance(keras_version, bytes) else str(keras_version)
     flavour = KERAS3 if kv.startswith("3") else TF_KERAS
-    unknown = _unknown_classes(config, flavour, custom) | _code_layers(config, opts)
+    with _malformed_config(p):
+        unknown = _unknown_classes(config, flavour, custom) | _code_layers(config, opts)
     if not unknown:
         model = _load_live_h5(p, flavour, custom, opts)
-        return graph_from_model(model), set()
+        with _malformed_config(p):
+            return graph_from_model(model), set()
     weights = _H5Weights(p)
-    graph = graph_from_config(config.get("config", config), flavour, weights.get,
-                              name=config.get("config", {}).get("name"))
+    with _malformed_config(p):
+        graph = graph_from_config(config.get("config", config), flavour, weights.get,
+                                  name=config.get("config", {}).get("name"))
     return graph, unknown
+
+
+@contextlib.contextmanager
+def _malformed_config(p: Path) -> Iterator[None]:
+    """A config whose entries have the wrong types or miss keys is the file's fault: one ModelError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ModelError(f"{p}: the model config is malformed ({type(exc).__name__}: {_first_line(exc)})",
+                         "re-export or re-download the model") from None
 
 
 def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptions) -> Any:
@@ -160,8 +179,8 @@ def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptio
             if flavour == TF_KERAS:
                 return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
             return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise _explain_load_error(p, exc) from None
+    except (ValueError, TypeError, KeyError, OSError, AttributeError, AssertionError, IndexError) as exc:
+        raise _explain_load_error(p, exc) from None  # Keras trips over a malformed config in many ways
 
 
 class _H5Weights:
@@ -194,19 +213,22 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
 
     try:
         with zipfile.ZipFile(p) as z:
-            config = json.loads(z.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+            _check_members(p, z)
+            raw_cfg = z.read("config.json")
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
         raise ModelError(f"{p} is not a valid .keras file ({_first_line(exc)})",
                          "is the file complete? re-save it with model.save('x.keras')") from None
+    config = _model_config(p, raw_cfg)
     keras = import_keras3()
-    unknown = _unknown_classes(config, KERAS3, custom) | _code_layers(config, opts)
+    with _malformed_config(p):
+        unknown = _unknown_classes(config, KERAS3, custom) | _code_layers(config, opts)
     objects = dict(custom)
     for name in unknown:
         objects[name] = _stub_layer(keras, name)
     for reg in _registered_names(config, unknown) | ({"k210tool>Lambda"} if "Lambda" in unknown else set()):
         objects[reg] = objects[reg.split(">")[-1]]
-    with tempfile.TemporaryDirectory(prefix="k210tool-keras-") as tmp:
-        source = _without_builtin_lambda(p, config, Path(tmp)) if "Lambda" in unknown else p
+    with scratch_dir("keras") as tmp:
+        source = _without_builtin_lambda(p, config, tmp) if "Lambda" in unknown else p
         try:
             with quiet_stderr():
                 model = keras.saving.load_model(source, compile=False, custom_objects=objects,
@@ -214,6 +236,34 @@ def _read_keras_zip(p: Path, custom: dict[str, Any], opts: LoadOptions) -> tuple
         except (ValueError, TypeError, KeyError, OSError) as exc:
             raise _explain_load_error(p, exc) from None
     return graph_from_model(model), unknown
+
+
+MAX_CONFIG = 64 << 20  # a model config (JSON) larger than this is not a face model
+
+
+def _check_members(p: Path, z: zipfile.ZipFile) -> None:
+    """A .keras zip names its members plainly: no absolute paths, no '..', no giant config."""
+    for name in z.namelist():
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise ModelError(f"{p} holds a member named {name!r} that points outside the archive",
+                             "a .keras file from model.save never does: do not trust this file")
+    if z.getinfo("config.json").file_size > MAX_CONFIG:
+        raise ModelError(f"{p}: config.json unpacks to more than {MAX_CONFIG >> 20} MiB", "is this a Keras model?")
+
+
+def _model_config(p: Path, raw: Any) -> dict[str, Any]:
+    """The model's config as a dict: malformed JSON or another type is a ModelError, not a crash later."""
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelError(f"{p}: the model config is not valid JSON ({_first_line(exc)})",
+                         "re-export or re-download the model") from None
+    inner = config.get("config", config) if isinstance(config, dict) else None
+    if not isinstance(inner, dict) or not isinstance(inner.get("layers", []), list):
+        raise ModelError(f"{p}: the model config is not a Keras model description "
+                         f"(found a JSON {type(config).__name__})", "re-export or re-download the model")
+    return config
 
 
 def _without_builtin_lambda(p: Path, config: dict[str, Any], tmp: Path) -> Path:
@@ -370,6 +420,8 @@ def _fix_input_size(graph: Graph, size: tuple[int, int] | None) -> None:
         raise ModelError(f"the model's input {shapes} is not an image (expected batch, height, width, channels)")
     shape = graph.input_shape(images[0])
     if size is not None:
+        if min(size) < 1:
+            raise InputError(f"--input-size {size[0]} {size[1]} is not an image size", "give HEIGHT WIDTH >= 1")
         graph.set_input_shape(*size)
     elif shape[1] is None or shape[2] is None:
         raise ModelError(f"the model's input size is not fixed ({shape[1]} x {shape[2]})",

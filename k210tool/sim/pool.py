@@ -21,6 +21,10 @@ from k210tool.report import Reporter
 ENGINES = ("nncase", "numpy")
 # images per task: small for the slow Simulator (fine-grained progress, balanced workers), larger for NumPy
 CHUNK = {"nncase": 4, "numpy": 32}
+# engines that only ever run in a worker process: nncase's Simulator segfaults or spins on a corrupt kmodel,
+# which must end in a one-line error, not take this process down
+CHILD_ONLY = ("nncase",)
+STALL_SECONDS = 600.0  # no task finished for this long: the engine hangs (a task takes seconds)
 
 
 def make_engine(name: str, kmodel: bytes, input_layout: str = "NCHW") -> Any:
@@ -81,7 +85,7 @@ def simulate(kmodel: bytes, images: np.ndarray, engine: str = "nncase", *, worke
     desc = description or f"simulating the kmodel ({engine}, {n_workers} worker{'s' * (n_workers > 1)})"
     begin = time.perf_counter()
     with rep.progress(desc, total=len(images)) as bar:
-        if n_workers == 1:
+        if n_workers == 1 and engine not in CHILD_ONLY:
             eng = make_engine(engine, kmodel, input_layout)
             parts = []
             for s in starts:
@@ -104,10 +108,14 @@ def _run_pool(kmodel: bytes, images: np.ndarray, engine: str, layout: str, start
     results: dict[int, list[np.ndarray]] = {}
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init, initargs=(engine, kmodel, layout))
+    finished = False
     try:
         pending = {pool.submit(worker_run, s, images[s:s + size]) for s in starts}
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=STALL_SECONDS, return_when=FIRST_COMPLETED)
+            if not done:
+                raise K210ToolError(f"the {engine} simulator made no progress for {STALL_SECONDS:.0f} s (it hangs "
+                                    "on this kmodel)", "check the file with `k210tool inspect KMODEL`")
             for fut in done:
                 start, outs, error = fut.result()
                 if error is not None:
@@ -115,9 +123,13 @@ def _run_pool(kmodel: bytes, images: np.ndarray, engine: str, layout: str, start
                     raise cls(message, hint)
                 results[start] = outs
                 advance(len(outs[0]) if outs else 0)
+        finished = True
     except BrokenProcessPool:
-        raise K210ToolError(f"a {engine} simulator worker died (crashed or ran out of memory)",
-                            "run again with --workers 1 to see the error") from None
+        raise K210ToolError(f"the {engine} simulator crashed on this kmodel (or ran out of memory)",
+                            "is the kmodel corrupt? `k210tool inspect KMODEL` reads it; convert it again") from None
     finally:
+        if not finished:  # a hung or crashed worker: kill them all, or shutdown would wait for it forever
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
         pool.shutdown(wait=True, cancel_futures=True)
     return [results[s] for s in starts]

@@ -147,3 +147,48 @@ def test_flash_through_an_rfc2217_url(make_emulator, model):
     assert result.regions[0].verified.startswith("read back")
     assert emu.flash.read(0x300000, model.stat().st_size) == model.read_bytes()
     assert emu.board.isp.baudrates == [1500000]  # kflash's baud change reached the board through the bridge
+
+
+@pytest.mark.parametrize("fault", [{"silent": "repl"}, {"faults": ["cut:repl:40"]}, {"faults": ["corrupt:repl:60"]}])
+def test_flash_fails_when_the_read_back_cannot_run(make_emulator, model, fault):
+    """The chunk CRCs alone do not prove what is in the flash: a read-back that cannot run fails the flash
+    (before, it was a warning and exit code 0)."""
+    emu = make_emulator(**fault)
+    emu.attach_in_process()
+    with pytest.raises(DeviceError, match="could not read the flash back|no SHA-256|reads back as"):
+        flash(emu.port, plan_flash(get_board("maix_dock"), kmodels=[(model, None)]), attempts=1)
+
+
+def test_no_readback_accepts_the_chunk_crcs_and_says_so(make_emulator, model):
+    emu = make_emulator(silent="repl")
+    emu.attach_in_process()
+    result = flash(emu.port, plan_flash(get_board("maix_dock"), kmodels=[(model, None)]), readback=False)
+    assert [r.verified for r in result.regions] == ["chunk CRC32s acknowledged by the ISP program"]
+
+
+def test_zero_attempts_is_a_one_line_input_error(tmp_path, kmodel_bytes):
+    model = tmp_path / "m.kmodel"
+    model.write_bytes(kmodel_bytes(4, 2000))
+    run = subprocess.run([*K210TOOL, "flash", "-p", str(tmp_path / "nope"), "--kmodel", str(model), "--attempts", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "at least one attempt" in run.stderr, run.stderr
+
+
+def test_kflash_log_lines_are_not_progress(monkeypatch, tmp_path):
+    """After a cut link kflash keeps logging its retries (the flaky case: it read a garbage byte and retried):
+    only bytes written reset the idle timer, so the cut is still reported within the idle timeout."""
+    import k210tool.device.isp as isp
+    from k210tool.report import Reporter
+
+    fake = ("import json, time\n"
+            "print(json.dumps({'event': 'progress', 'what': 'face.kmodel', 'done': 4096, 'total': 90000}), flush=True)\n"
+            "while True:\n"
+            "    print(json.dumps({'event': 'log', 'text': 'Greeting fail, retry'}), flush=True)\n"
+            "    time.sleep(0.3)\n")
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(isp.subprocess, "Popen", lambda cmd, **kw: real_popen([sys.executable, "-c", fake], **kw))
+    start = time.monotonic()
+    run = isp.run_kflash("/dev/null", 115200, "dan", tmp_path / "x.kfpkg", idle_timeout=2, overall_timeout=60,
+                         reporter=Reporter())
+    assert "no progress for 2 s" in run.error and not run.ok
+    assert time.monotonic() - start < 10

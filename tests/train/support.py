@@ -19,6 +19,7 @@ SMALL_MODEL = [f"model.input_size={SIZE}", "model.width=32", "model.embedding_si
 class Synthetic:
     faces: Path  # faces/<identity>/*.png, 40 identities x 16 images
     val: Path  # verification pairs of 30 other identities
+    val_large: Path  # 1000 pairs of 60 other identities: differences of a few points stand out of the noise
 
 
 def shared_dir(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:

@@ -38,16 +38,21 @@ def test_distillation_raises_cosine_and_recovers_accuracy(models: Path, syntheti
 
     out = tmp_path / "student_distilled.h5"
     args = ["distill", "--teacher", str(models / "teacher.h5"), "--student", str(models / "student.h5"),
-            "--data", str(synthetic.faces), "--val", str(synthetic.val), "--epochs", "3", "--held-out", "0.2",
+            "--data", str(synthetic.faces), "--val", str(synthetic.val_large), "--epochs", "3", "--held-out", "0.2",
             "-o", str(out), "--json"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     r = json.loads(result.output[result.output.index("{"):])
     assert r["cosine_after"] > max(0.8, r["cosine_before"] + 0.2), r
-    val = next(v for v in r["verification"] if v["name"] == "val")
-    assert val["student_before"] < val["teacher"]  # the rewrite cost accuracy...
-    assert val["student_after"] >= val["student_before"] + 0.02  # ...and distillation won it back
-    assert val["student_after"] >= val["teacher"] - 0.05
+    # 1000 pairs: an accuracy's standard error is ~0.8 points, so each margin below is several of them. (On the
+    # 200-pair set this test used, the teacher's figure alone moved by ~2 points between machines, whose CPU
+    # kernels train along slightly different paths: 0.905 vs 0.97 - 0.05 failed while 1000 pairs gave 0.927
+    # vs 0.951 for the same models.) Measured here: teacher 0.951, student 0.831 -> 0.927.
+    val = next(v for v in r["verification"] if v["name"] == "val1000")
+    assert val["pairs"] == 1000
+    assert val["student_before"] <= val["teacher"] - 0.03  # the rewrite cost accuracy...
+    assert val["student_after"] >= val["student_before"] + 0.04  # ...distillation won it back...
+    assert val["student_after"] >= val["teacher"] - 0.05  # ...nearly all of it
     assert any(v["name"] == "held-out" for v in r["verification"])  # pairs from identity sub-folders
     k = import_tf_keras()
     student, distilled = (k.models.load_model(p, compile=False) for p in (models / "student.h5", out))
