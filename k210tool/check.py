@@ -1,4 +1,11 @@
-"""``check``: will this model run well on the K210? Placement per layer, round trips, memory and flash fit."""
+"""``check``: will this model run well on the K210? Placement per layer, round trips, memory and flash fit.
+
+By default ``check`` looks at the model the way ``convert`` compiles it: the same exact lowering, then
+k210tool's KPU backend, run for real on synthetic faces (it takes seconds), so the KPU layers, uploads,
+kmodel size and memory it reports are those of an actual kmodel - only the calibration images differ from
+yours, which can move the PReLU layer count by a few. A model the backend cannot express is predicted the
+way nncase would compile it (:mod:`k210tool.model.lint`), and ``--compile`` adds nncase's measured figures.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from k210tool.boards import get_board
-from k210tool.convert import flash_room
+from k210tool.boards import Board, get_board
+from k210tool.convert import choose_kmodel_version, flash_room
 from k210tool.errors import InputError
-from k210tool.model.lint import CheckResult, estimate_memory, predict, suggestions_for
-from k210tool.model.load import LoadOptions, load_model
+from k210tool.model.lint import CheckResult, LayerPlacement, estimate_memory, predict, suggestions_for
+from k210tool.model.load import LoadedModel, LoadOptions, load_model
 from k210tool.report import Reporter
 
 
@@ -22,9 +29,11 @@ class CheckOptions:
     board: str = "maix_dock"
     firmware: str | None = None
     load: LoadOptions = field(default_factory=LoadOptions)
-    rewritten: bool = False  # check the model as `convert` would compile it (after the KPU rewrite)
+    rewrite: bool = True  # lower the model as `convert` does (False: the model as it is, as nncase sees it)
     prelu: str = "keep"
-    compile: bool = False  # also compile with nncase (random calibration) and show its measured figures
+    approximate: tuple[str, ...] = ()
+    backend: str = "auto"  # auto | k210tool | nncase: as convert's --backend
+    compile: bool = False  # nncase's view: also compile with nncase (random calibration), show what it measured
 
 
 def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
@@ -35,16 +44,90 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
     if loaded.graph is None:
         raise InputError(f"{opts.model} is a {loaded.format} file: check reads Keras models",
                          "check the Keras model, or convert the file and use `k210tool inspect`")
-    if opts.rewritten:
+    if opts.rewrite:
         from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
 
-        with rep.stage("rewrite"):
-            rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu), rep)
+        with rep.stage("lowering"):
+            rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate), rep)
+    why = None
+    if opts.rewrite and opts.backend in ("auto", "k210tool"):
+        from k210tool.compile.netplan import PlanError
+
+        try:
+            return _backend_check(opts, loaded, board, rep)
+        except PlanError as exc:
+            if opts.backend == "k210tool":
+                raise
+            why = exc.message
+            rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
+    result = _nncase_prediction(opts, loaded, board)
+    result.fallback = why
+    if opts.compile:
+        result.measured = _measure(loaded, rep)
+        result.fits_memory = result.measured["memory_total"] <= board.model_memory
+        result.fits_flash = result.measured["kmodel_size"] <= result.flash_room
+    return result
+
+
+def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: Reporter) -> CheckResult:
+    """Generate the kmodel for real (synthetic faces as calibration) and report what it is."""
+    from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
+    from k210tool.compile.kmodel.footprint import census, footprint
+    from k210tool.compile.kpu_backend import compile_kpu
+    from k210tool.preprocess import Preprocess
+    from k210tool.train.data.synthetic import identity_images
+
+    h, w, c = loaded.input_shape
+    pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
+    faces = np.stack([pre.prepare(img) for i in range(16) for img in identity_images(7000 + i, 1, size=max(h, w))])
+    with rep.stage("KPU backend (synthetic calibration)"):
+        res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep)
+    kmodel = res.kmodel
+    if choose_kmodel_version(board, None, Reporter()) == 4:
+        kmodel = transcode_to_v4(kmodel)
+    km = read_kmodel(kmodel)
+    fp, ops = footprint(km), census(km)
+    per_op = {r["op"]: r for r in res.stats.per_op}
+    layers = []
+    for op in res.plan.ops:
+        shape = list(res.plan.shapes.get(op.dst, ()))
+        if op.kpu:
+            row = per_op.get(op.name, {"layers": 0, "macs": 0, "weights": 0})
+            reason = f"{row['layers']} KPU layer{'s' if row['layers'] != 1 else ''}" + (
+                f" ({op.act.kind}: per-channel slopes in the KPU's activation tables)" if op.act.kind == "prelu" else "")
+            layers.append(LayerPlacement(op.name, type(op).__name__, "KPU", reason, [None, *shape], row["weights"],
+                                         row["macs"]))
+        else:
+            layers.append(LayerPlacement(op.name, type(op).__name__, "CPU", _cpu_reason(op, res.plan), [None, *shape],
+                                         0, 0))
+    room = flash_room(board)
+    return CheckResult(
+        model=str(opts.model), layers=layers, kpu_layers=ops.kpu_convs, kpu_uploads=ops.kpu_uploads,
+        cpu_ops=dict(ops.cpu_compute_ops), memory_estimate=fp.total, kmodel_estimate=fp.file, board=board.id,
+        firmware=board.firmware.id, board_limit=board.model_memory, fits_memory=fp.total <= board.model_memory,
+        flash_room=room, fits_flash=fp.file <= room, backend="k210tool",
+        kpu={"layers": res.stats.kpu_layers, "kpu_macs": res.stats.kpu_macs, "cpu_macs": res.stats.cpu_macs,
+             "kpu_weight_bytes": res.stats.kpu_weight_bytes, "cpu_weight_bytes": res.stats.cpu_weight_bytes,
+             "kpu_ram_peak": res.stats.kpu_ram_peak, "kmodel_version": km.version,
+             "working_memory": fp.working})
+
+
+def _cpu_reason(op: Any, plan: Any) -> str:
+    from k210tool.compile.netplan import Conv, kpu_conv_problem
+
+    if isinstance(op, Conv) and op.src in plan.shapes:
+        problem = kpu_conv_problem(op, plan.shapes[op.src])
+        if problem:
+            return problem + "; float on the CPU"
+    return "after the last map the KPU computes; float on the CPU"
+
+
+def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) -> CheckResult:
     graph = loaded.graph
     layers, cpu_ops = predict(graph)
     memory, kmodel = estimate_memory(graph, layers)
     room = flash_room(board)
-    result = CheckResult(
+    return CheckResult(
         model=str(opts.model),
         layers=layers,
         kpu_layers=sum(1 for p in layers if p.placement in ("KPU", "CPU+KPU")),
@@ -58,13 +141,9 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
         fits_memory=memory <= board.model_memory,
         flash_room=room,
         fits_flash=kmodel <= room,
-        suggestions=suggestions_for(layers, cpu_ops) if not opts.rewritten else [],
+        suggestions=suggestions_for(layers, cpu_ops) if not opts.rewrite else [],
+        backend="nncase (prediction)",
     )
-    if opts.compile:
-        result.measured = _measure(loaded, rep)
-        result.fits_memory = result.measured["memory_total"] <= board.model_memory
-        result.fits_flash = result.measured["kmodel_size"] <= room
-    return result
 
 
 def _measure(loaded: Any, rep: Reporter) -> dict[str, Any]:
@@ -77,7 +156,7 @@ def _measure(loaded: Any, rep: Reporter) -> dict[str, Any]:
     pre = Preprocess(height=h, width=w, channels=c)
     calib = np.random.default_rng(0).integers(0, 256, (4, h, w, c), dtype=np.uint8)
     with rep.stage("tflite"):
-        tfl = export_tflite(loaded.model, loaded.input_shape)
+        tfl = export_tflite(loaded.model, loaded.input_shape, rotate180=loaded.input_rotation == 180)
     with rep.stage("compile"):
         res = compile_kmodel(tfl, NncaseSettings(pre), calib, rep)
     d = res.dump

@@ -14,44 +14,54 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @board_options
-@click.option("--rewritten", is_flag=True, help="Check the model as convert compiles it (after the KPU rewrite).")
+@click.option("--no-rewrite", is_flag=True,
+              help="Check the model as it is (nncase's view, without the exact lowering convert applies).")
 @click.option("--prelu", type=click.Choice(["keep", "relu", "leaky"]), default="keep", show_default=True,
-              help="With --rewritten: what PReLU becomes.")
+              help="As convert's --prelu (relu/leaky: approximate).")
+@click.option("--approximate", multiple=True, type=click.Choice(["symmetric-stride2", "symmetric-zeropad"]),
+              help="As convert's --approximate.")
+@click.option("--backend", type=click.Choice(["auto", "k210tool", "nncase"]), default="auto", show_default=True,
+              help="As convert's --backend.")
 @click.option("--compile", "do_compile", is_flag=True,
-              help="Also compile with nncase (random calibration) and show its measured figures beside the prediction.")
+              help="nncase's view: also compile with nncase (random calibration) and show its measured figures.")
 @click.option("--all-layers", is_flag=True, help="List every layer, not only those off the KPU.")
 @model_load_options
 @common_options
-def check(model: Path, board: str, firmware: str | None, rewritten: bool, prelu: str, do_compile: bool,
-          all_layers: bool, state: CliState, **kw: Any) -> None:
-    """Predict, per layer, what runs on the KPU and what falls back to the CPU (and why), the KPU<->CPU
-    round trips, the memory estimate against the board's limit, and whether the kmodel fits flash.
+def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu: str, approximate: tuple[str, ...],
+          backend: str, do_compile: bool, all_layers: bool, state: CliState, **kw: Any) -> None:
+    """What runs on the KPU and what on the CPU (and why), the KPU<->CPU round trips, memory against the
+    board's limit, and whether the kmodel fits flash - for the model as `convert` compiles it.
 
-    Exit code 2 when the model cannot fit the board.
+    \b
+    With k210tool's KPU backend (the default for the models it can express) the kmodel is generated for real
+    on synthetic faces, in seconds: the figures are a kmodel's, only its calibration images differ from
+    yours. Otherwise nncase's compile is predicted (--compile runs it). Exit code 2 when it cannot fit.
 
     \b
     Examples:
-      k210tool check face.h5                      # the model as it is
-      k210tool check face.h5 --rewritten          # as convert will compile it
-      k210tool check face.h5 --board maix_go --compile --json
+      k210tool check face.h5                      # as convert will compile it
+      k210tool check face.h5 --no-rewrite         # the model as it is (what nncase alone would do)
+      k210tool check face.h5 --board maix_go --json
     """
     from k210tool.check import CheckOptions
     from k210tool.check import check as run_check
     from k210tool.errors import DoesNotFitError
 
-    result = run_check(CheckOptions(model, board, firmware, load_options_from(kw), rewritten, prelu, do_compile),
-                       state.reporter)
+    result = run_check(CheckOptions(model, board, firmware, load_options_from(kw), not no_rewrite, prelu, approximate,
+                                    backend, do_compile), state.reporter)
     state.emit(result.to_dict() if state.as_json else result, lambda r, c: _render(r, c, all_layers))
     if not result.fits:
         what = "memory" if not result.fits_memory else "flash"
-        raise DoesNotFitError(f"{model} does not fit {result.board} ({what})",
-                              "see the table above; `k210tool convert` rewrites the model by default")
+        raise DoesNotFitError(f"{model} does not fit {result.board} ({what}: {human_bytes(result.memory_estimate)} "
+                              f"of {human_bytes(result.board_limit)})",
+                              "see the table above for what takes the room; a board with more RAM, or fewer channels")
 
 
 def _render(r: Any, console: Any, all_layers: bool) -> None:
     from rich.table import Table
 
-    t = Table(title=f"{r.model}: KPU placement (prediction)")
+    kind = "generated kmodel" if r.backend == "k210tool" else "prediction"
+    t = Table(title=f"{r.model}: KPU placement ({kind}, {r.backend})")
     for col in ("layer", "class", "where", "why", "output", "MACs"):
         t.add_column(col)
     for p in r.layers:
@@ -65,6 +75,8 @@ def _render(r: Any, console: Any, all_layers: bool) -> None:
     console.print(t)
     cpu = ", ".join(f"{k} x{v}" for k, v in sorted(r.cpu_ops.items())) or "none"
     console.print(f"KPU layers: {r.kpu_layers}   KPU uploads (round trips): {r.kpu_uploads}   CPU ops: {cpu}")
+    if r.fallback:
+        console.print(f"k210tool's KPU backend cannot express it ({r.fallback}): nncase would compile it")
     console.print(f"memory estimate: {human_bytes(r.memory_estimate)} of {human_bytes(r.board_limit)} "
                   f"({r.board}/{r.firmware}): {'fits' if r.fits_memory else 'DOES NOT FIT'}")
     console.print(f"kmodel estimate: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "

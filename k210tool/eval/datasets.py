@@ -107,9 +107,14 @@ def from_lfw(pairs_file: Path | str, root: Path | str | None, pre: Preprocess, r
     if missing and reporter is not None:
         reporter.warn(f"{missing} image(s) named in {Path(pairs_file).name} do not exist under {base}")
     keys = [key for p in pairs for key in (p.first, p.second)]  # 2 per pair, the .bin order
-    return _pairs_data("lfw", str(pairs_file), [prepared[k] for k in keys], [str(paths[k] or k) for k in keys],
+    data = _pairs_data("lfw", str(pairs_file), [prepared[k] for k in keys], [str(paths[k] or k) for k in keys],
                        np.array([p.same for p in pairs]), f"{Path(pairs_file).name} ({len(pairs)} pairs)", reporter,
                        dedupe=True)
+    # LFW names every image by its person: identification runs on the images the pairs name
+    person = {str(paths[k] or k): k[0] for k in wanted}
+    data.identity_names = sorted({person[label] for label in data.labels})
+    data.identities = np.array([data.identity_names.index(person[label]) for label in data.labels], np.int64)
+    return data
 
 
 def random_images(count: int, pre: Preprocess, seed: int = 0) -> EvalData:

@@ -54,6 +54,9 @@ class CheckResult:
     fits_flash: bool
     suggestions: list[str] = field(default_factory=list)
     measured: dict[str, Any] | None = None  # filled by `check --compile`
+    backend: str = "nncase (prediction)"  # k210tool: figures of a kmodel the KPU backend generated
+    kpu: dict[str, Any] | None = None  # the KPU backend's figures (layers, MACs, weight bytes, KPU RAM)
+    fallback: str | None = None  # why the KPU backend could not take the model
 
     @property
     def fits(self) -> bool:

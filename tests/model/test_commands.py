@@ -39,18 +39,29 @@ def test_rewrite_list_rules_and_bad_suffix(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "y.onnx").exists()
 
 
-def test_check_flags_the_paper_form_and_passes_the_rewritten(tmp_path: Path, capsys) -> None:
+def test_check_as_it_is_and_as_convert_compiles_it(tmp_path: Path, capsys) -> None:
     src = save_h5(tiny_backbone(size=32), tmp_path / "m.h5")
-    run = run_cli(capsys, "check", src, "--json", "--all-layers")
+    run = run_cli(capsys, "check", src, "--json", "--all-layers", "--no-rewrite")
     assert run.code == 0, run.err
-    before = json.loads(run.out)
-    assert before["fits"] and before["cpu_ops"]["TableLookup1D"] == 4
+    before = json.loads(run.out)  # nncase's view of the paper form: PReLU on the CPU, a round trip each
+    assert before["fits"] and before["cpu_ops"]["TableLookup1D"] == 4 and before["backend"].startswith("nncase")
     prelu = [p for p in before["layers"] if p["class_name"] == "PReLU"]
     assert prelu and all("PReLU" in p["reason"] for p in prelu)
-    run = run_cli(capsys, "check", src, "--json", "--rewritten")
-    after = json.loads(run.out)
-    assert after["kpu_uploads"] < before["kpu_uploads"]
-    assert "TableLookup1D" not in after["cpu_ops"]
+    run = run_cli(capsys, "check", src, "--json")
+    after = json.loads(run.out)  # what convert does: the exact lowering, the KPU backend, one upload
+    assert after["backend"] == "k210tool" and after["kpu_uploads"] == 1 < before["kpu_uploads"]
+    assert set(after["cpu_ops"]) == {"conv2d"} and after["fits"]
+    # the figures are those of the kmodel convert writes (calibration images aside)
+    faces = tmp_path / "faces"
+    from k210tool.train.data.synthetic import write_identity_folders
+
+    write_identity_folders(faces, identities=4, per_identity=4, size=32, first_seed=50)
+    run = run_cli(capsys, "convert", src, "--calib", faces, "-o", tmp_path / "m.kmodel", "--json")
+    assert run.code == 0, run.err
+    conv = json.loads(run.out)
+    assert conv["ops"]["kpu_uploads"] == after["kpu_uploads"]
+    assert abs(conv["memory"]["total"] - after["memory_estimate"]) <= 0.05 * conv["memory"]["total"]
+    assert abs(conv["kmodel_size"] - after["kmodel_estimate"]) <= 0.05 * conv["kmodel_size"]
 
 
 def test_check_exit_code_when_the_model_does_not_fit(tmp_path: Path, capsys) -> None:
