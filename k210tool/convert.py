@@ -55,7 +55,8 @@ class ConvertOptions:
     approximate: tuple[str, ...] = ()  # approximate rewrite rules asked for by name
     accept_float_loss: bool = False  # write the kmodel even when approximate rules cost float accuracy
     backend: str = "auto"  # auto (k210tool's KPU backend, nncase when it cannot) | k210tool | nncase
-    prelu_layout: str = "auto"  # how the k210tool backend lays per-channel PReLU out: auto | zones | split
+    prelu_layout: str = "auto"  # how the k210tool backend lays per-channel PReLU out: auto | mixed | zones | split
+    dense: str = "auto"  # where the k210tool backend runs the embedding's dense layer: auto | cpu | kpu
     kmodel_version: int | None = None  # None: what the board's firmware loads
     allow_overflow: bool = False  # write the kmodel even when it does not fit the board's RAM
     keep_dump: Path | None = None
@@ -186,7 +187,7 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
     rewrite_report = _rewrite(loaded, opts, pre.normalize(calib[:64]), calib_desc, rep)
-    compiled = _compile(loaded, opts, pre, calib, rep)
+    compiled = _compile(loaded, opts, pre, calib, rep, version, board)
     kmodel = compiled.kmodel
     if version == 4:
         with rep.stage("transcode to v4"):
@@ -213,7 +214,17 @@ class Compiled:
     fallback: str | None = None  # why the k210tool backend did not compile it
 
 
-def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter) -> Compiled:
+def _fits(v5: bytes, version: int, board: Board) -> bool:
+    """Whether the kmodel, in the version the board gets, fits the board's memory."""
+    from k210tool.compile.kmodel import read_kmodel
+    from k210tool.compile.kmodel.footprint import footprint
+
+    data = _transcoder()(v5) if version == 4 else v5
+    return footprint(read_kmodel(data)).total <= board.model_memory
+
+
+def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter,
+             version: int, board: Board) -> Compiled:
     from k210tool.compile.netplan import PlanError
 
     method = opts.calibration.method
@@ -224,11 +235,14 @@ def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: 
         try:
             with rep.stage("compile (k210tool KPU backend)"):
                 res = compile_kpu(loaded.model, loaded.graph, pre, calib,
-                                  BackendOptions("minmax" if method == "auto" else method, opts.prelu_layout), rep)
+                                  BackendOptions("minmax" if method == "auto" else method, opts.prelu_layout,
+                                                 opts.dense), rep,
+                                  fits=lambda v5: _fits(v5, version, board))
             st = res.stats
             kpu = {"layers": st.kpu_layers, "kpu_macs": st.kpu_macs, "cpu_macs": st.cpu_macs,
                    "kpu_weight_bytes": st.kpu_weight_bytes, "cpu_weight_bytes": st.cpu_weight_bytes,
-                   "kpu_ram_peak": st.kpu_ram_peak, "prelu_layout": opts.prelu_layout, "per_op": st.per_op}
+                   "kpu_ram_peak": st.kpu_ram_peak, "uploads": st.uploads, "prelu_layout": res.layout,
+                   "dense": res.dense, "per_op": st.per_op}
             quant = {"input_type": "uint8", "activations": "uint8, per-channel scale and zero point",
                      "weights": "uint8, per output channel (symmetric)", "calibrate_method": res.ranges.method}
             return Compiled(res.kmodel, "k210tool", quant, kpu=kpu)

@@ -1,4 +1,9 @@
-"""Library side of ``k210tool rewrite``: load, rewrite, measure, save."""
+"""Library side of ``k210tool rewrite``: load, rewrite, measure, save.
+
+The saved model is the float function the kmodel computes, on upright images: the original with the
+approximate rules asked for (``--prelu relu|leaky``, ``--approximate``) - what to distill, or compare against.
+The report also lists the exact lowering ``convert`` adds (the 180-degree turn of TF "same" stride 2), which
+changes nothing the model computes."""
 
 from __future__ import annotations
 
@@ -69,7 +74,10 @@ def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -
         report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate, only=opts.only,
                                                          skip=opts.skip), rep, images, desc)
     with rep.stage("save"):
-        save_model(loaded.model, opts.output)
+        # the float model the kmodel will compute, taking the upright image: the approximate rules' result (the
+        # exact lowering - the 180-degree turn - is convert's business and changes nothing it computes)
+        save_model(loaded.reference_model if loaded.reference_model is not None else loaded.original_model,
+                   opts.output)
     return RewriteResult(str(opts.model), str(opts.output), report,
                          loaded.head_cut.describe() if loaded.head_cut else None)
 

@@ -38,7 +38,9 @@ def rewrite(model: Path, output: Path, prelu: str, approximate: tuple[str, ...],
     (* approximate: only with --prelu relu|leaky or --approximate). The training head is cut first (see
     `k210tool convert --help`). The report gives, per rule and for the whole model, the cosine between the
     original and the rewritten float embeddings; exact rules stay at >= 0.9999. `k210tool convert` runs the
-    same rewrite by default. After rotate180 the saved model takes its input turned by 180 degrees.
+    same rewrite by default. The saved model is the float function the kmodel computes, on upright images:
+    the original with the approximate rules you asked for (rotate180 changes nothing it computes, so it is
+    left to convert).
 
     \b
     Examples:

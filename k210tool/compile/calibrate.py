@@ -37,7 +37,7 @@ def calibrate(plan: NetPlan, model: object, images: np.ndarray, method: str = "m
     if method not in METHODS:
         raise ValueError(f"calibration method {method!r}: use one of {', '.join(METHODS)}")
     k = import_tf_keras() if type(model).__module__.startswith("tf_keras") else __import__("keras")
-    names = sorted({op.pre for op in plan.ops if op.kpu})
+    names = sorted({op.pre for op in plan.ops})
     probe = k.Model(model.inputs, [model.get_layer(n).output for n in names])
     lo = {n: None for n in names}
     hi = {n: None for n in names}

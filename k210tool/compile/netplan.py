@@ -63,6 +63,7 @@ class Conv:
     act: Act
     pre: str = ""  # tensor name of the pre-activation values (for calibration)
     kpu: bool = False
+    head: bool = False  # a dense layer on a 1x1 map after the CPU ops: run on the KPU, its input padded to 4x4
 
     @property
     def kernel(self) -> int:
@@ -420,6 +421,31 @@ def kpu_conv_problem(op: Conv, in_shape: tuple[int, int, int]) -> str | None:
     if op.act.clip is not None:
         return "a clipped activation (ReLU6)"  # expressible, not yet generated
     return None
+
+
+HEAD_MIN_WEIGHTS = 4096  # below this a dense layer costs less on the CPU than a second upload
+
+
+def mark_head(plan: NetPlan, on: bool = True) -> int:
+    """Put the dense layers of the CPU tail (the embedding: a fully connected layer on the 1x1 map the GDConv
+    leaves) back on the KPU (``on``) or on the CPU: uint8 weights instead of float32 ones (a quarter of the
+    bytes), at the cost of a second upload, the 1x1 map padded to the KPU's 4x4 minimum, and 8-bit
+    arithmetic where the CPU computes in float. Returns how many were marked."""
+    marked = 0
+    for op in plan.ops:
+        if isinstance(op, Conv):
+            op.head = False
+        if not on or not isinstance(op, Conv) or op.kpu or not _dense_1x1(op, plan):
+            continue
+        prev = plan.producer(op.src)
+        if prev is None or prev.kpu or not isinstance(prev, Conv) or op.act.clip is not None:
+            continue
+        c = plan.shapes[op.src][0]
+        if max(c, op.out_channels) > KPU_MAX_CHANNELS or c * op.out_channels < HEAD_MIN_WEIGHTS:
+            continue
+        op.head = True
+        marked += 1
+    return marked
 
 
 def fold_cpu_linear(plan: NetPlan) -> int:

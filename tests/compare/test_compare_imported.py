@@ -38,7 +38,8 @@ def test_tflite_float_model_is_the_reference_column(workspace, tmp_path, run_cli
 
 @pytest.fixture(scope="module")
 def onnx_converted(workspace, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """A tiny MobileFaceNet-shaped ONNX model (PRelu, TF 'same' stride 2) converted by the real pipeline."""
+    """A tiny MobileFaceNet-shaped ONNX model (PRelu, TF 'same' stride 2) converted by the real pipeline, with
+    the approximate PReLU -> ReLU rewrite asked for (so a rewritten float model exists to compare)."""
     from k210tool.convert import CalibrationOptions, ConvertOptions, convert
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kmodel"))
@@ -48,7 +49,8 @@ def onnx_converted(workspace, tmp_path_factory):  # type: ignore[no-untyped-def]
     onnx = root / "face.onnx"
     onnx.write_bytes(tiny_mobilefacenet(32, "prelu", True))
     result = convert(ConvertOptions(model=onnx, output=root / "face.kmodel", board="kd233",
-                                    calibration=CalibrationOptions(str(workspace.faces), count=32)))
+                                    calibration=CalibrationOptions(str(workspace.faces), count=32),
+                                    prelu="relu", accept_float_loss=True))
     assert result.summary.source_format == "onnx" and (root / "face.rewritten.h5").is_file()
     return onnx, root / "face.kmodel", result.summary
 

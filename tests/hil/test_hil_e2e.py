@@ -81,8 +81,9 @@ def test_enrolled_synthetic_identities_are_recognised_by_the_generated_app(tmp_p
     with Emulator("maix_dock", fs_root=tmp_path / "board", modules=maix_registry(hw)) as emu:
         env = emu.client_env()
         # 3. kmodels into the flash over ISP (the detector goes right after the model, 64 KiB aligned)
+        det_at = (0x300000 + face.stat().st_size + 0xFFFF) // 0x10000 * 0x10000  # where the scripts look for it
         _cli("flash", "-p", emu.port, "--board", "maix_dock", "--kmodel", f"{face}@0x300000",
-             "--kmodel", f"{det}@0x480000", "-q", env=env)
+             "--kmodel", f"{det}@{det_at:#x}", "-q", env=env)
         # 4. enrol: frames 1-3 of the camera
         enrolled = parse_app_log(_cli("run", "-p", emu.port, str(tmp_path / "enroll.py"), "--timeout", "120"))
         assert [e.name for e in enrolled if e.kind == "enrolled"] == list(PEOPLE)

@@ -30,7 +30,7 @@ def _faces(seed: int, n: int, pre: Preprocess) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def network() -> tuple:
-    model = prelu_facenet(SIZE)
+    model = prelu_facenet(SIZE, emb=128)  # an embedding layer big enough to go on the KPU when asked
     graph = graph_from_model(model)
     annotate_shapes(graph, model)
     pre = Preprocess(height=SIZE, width=SIZE)
@@ -38,10 +38,12 @@ def network() -> tuple:
     return model, lowered, pre
 
 
-@pytest.fixture(scope="module", params=["auto", "zones"])
+@pytest.fixture(scope="module", params=[("mixed", "cpu"), ("zones", "cpu"), ("mixed", "kpu")], ids="-".join)
 def built(request: pytest.FixtureRequest, network: tuple) -> tuple:
     model, lowered, pre = network
-    res = compile_kpu(lowered.model, lowered.graph, pre, _faces(200, 24, pre), BackendOptions(prelu=request.param))
+    layout, dense = request.param
+    res = compile_kpu(lowered.model, lowered.graph, pre, _faces(200, 24, pre), BackendOptions(prelu=layout, dense=dense))
+    assert res.dense == dense
     return res, pre, model
 
 
@@ -85,8 +87,13 @@ def test_every_prelu_runs_on_the_kpu_with_one_upload(built: tuple) -> None:
     res, _pre, _model = built
     km = read_kmodel(res.kmodel)
     c = census(km)
-    assert c.kpu_uploads == 1
-    assert set(c.cpu_compute_ops) == {"conv2d"}  # only the GDConv and the embedding stay on the CPU
+    if res.dense == "cpu":
+        assert c.kpu_uploads == res.stats.uploads == 1
+        assert set(c.cpu_compute_ops) == {"conv2d"}  # only the GDConv and the embedding stay on the CPU
+    else:  # the embedding's dense layer: quantized on the CPU (multiply, add), uploaded a second time
+        assert c.kpu_uploads == res.stats.uploads == 2
+        assert set(c.cpu_compute_ops) == {"conv2d", "binary"}
+        assert res.stats.cpu_weight_bytes < 32 * 128 * 4  # less than the dense layer's float weights alone
     assert c.kpu_convs == res.stats.kpu_layers > sum(op.kpu for op in res.plan.ops)  # PReLU layers split
 
 

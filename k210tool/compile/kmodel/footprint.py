@@ -15,7 +15,7 @@ from k210tool.compile.kmodel.model import Kmodel
 
 # ops that only move data (not computing anything on the CPU)
 GLUE = frozenset({"kpu_upload", "kpu_download", "copy", "memory_copy", "quantize", "dequantize", "call",
-                  "transpose", "slice", "strided_slice"})
+                  "transpose", "slice", "strided_slice", "pad"})
 
 
 @dataclass

@@ -30,8 +30,11 @@ from k210tool.compile.kmodel.layout import row_layout
 from k210tool.compile.kmodel.model import KpuConv
 from k210tool.compile.netplan import KPU_MAX_CHANNELS, Act, Add, Conv, NetPlan, PlanError
 
-PRELU_MODES = ("auto", "zones", "split")
+PRELU_MODES = ("mixed", "zones", "split")  # mixed: split where a dense layer follows and it fits 1024 channels
 ORIENT_TOLERANCE = 1.1  # turning a channel may cost up to 10% of its resolution (to chain zones)
+# a channel's output step is at least 1/2**20 of the largest value its inputs could ever give it: a channel
+# that barely moved on the calibration images must still fit its activation zone whatever it is fed
+MAX_REACH_STEPS = 2**20
 
 
 @dataclass
@@ -85,7 +88,7 @@ def input_storage(mean: tuple[float, ...], std: tuple[float, ...], channels: int
 
 
 class KpuBuilder:
-    def __init__(self, plan: NetPlan, lo: dict[str, np.ndarray], hi: dict[str, np.ndarray], prelu: str = "auto"):
+    def __init__(self, plan: NetPlan, lo: dict[str, np.ndarray], hi: dict[str, np.ndarray], prelu: str = "mixed"):
         if prelu not in PRELU_MODES:
             raise ValueError(f"prelu mode {prelu!r}")
         self.plan = plan
@@ -109,6 +112,22 @@ class KpuBuilder:
         for m in self.prog.maps.values():
             users = [i for i, L in enumerate(self.prog.layers) if L.src == m.name]
             m.dies = max([self._born_step(i) for i in users] + [m.born])
+        return self.prog
+
+    def build_head(self, op: Conv, input_st: Storage, size: int = 4) -> KpuProgram:
+        """The KPU program of one dense layer of the CPU tail (``op.head``): its 1x1 input uploaded as a
+        ``size`` x ``size`` map (only the top-left pixel matters to a 1x1 convolution)."""
+        self.prog = KpuProgram({}, [])
+        self.step = 0
+        self.prog.maps[op.src] = MapInfo(op.src, input_st, size, size, 0)
+        self.step = 1
+        # the embedding leaves the KPU clipped to its calibrated range, where the float tail never clipped:
+        # twice that range (one bit of resolution) keeps images brighter than the calibration set intact
+        lo, hi = self.lo[op.pre], self.hi[op.pre]
+        self.lo, self.hi = {**self.lo, op.pre: lo - (hi - lo) / 2}, {**self.hi, op.pre: hi + (hi - lo) / 2}
+        self._conv(op)
+        for m in self.prog.maps.values():
+            m.dies = 2
         return self.prog
 
     def _born_step(self, layer_index: int) -> int:
@@ -139,8 +158,11 @@ class KpuBuilder:
         src = self.prog.maps[op.src]
         st = src.storage
         w, b = _fold(op, st)
-        lo, hi = self.lo[op.pre], self.hi[op.pre]
         rows = st.src.copy() if op.depthwise else np.arange(op.out_channels)
+        peak = np.abs(w).reshape(len(w), -1).sum(axis=1) * 255 + np.abs(b)  # per row: the most |v| can be
+        per_channel = np.zeros(len(self.lo[op.pre]))
+        np.maximum.at(per_channel, np.where(rows >= 0, rows, 0), np.where(rows >= 0, peak, 0.0))
+        lo, hi = _widen(self.lo[op.pre], self.hi[op.pre], per_channel)
         oh, ow = src.height // op.stride, src.width // op.stride
         groups, storage = self._output_plan(op.dst, op.act, lo, hi, rows, oh, ow, free=not op.depthwise)
         for g in groups:
@@ -272,9 +294,9 @@ class KpuBuilder:
         k = op.kernel
         args = _conv_args(zc, k)
         scale = np.asarray(g.scale, np.float64)
-        gain = alpha / scale
-        offset = (alpha * corr + bl) / scale + g.zoff
-        reach = alpha * bound / scale
+        gain = np.where(real, alpha / scale, 0.0)  # padding rows: weights 0, output never read
+        offset = np.where(real, (alpha * corr + bl) / scale + g.zoff, 0.0)
+        reach = np.where(real, alpha * bound / scale, 0.0)
         bn, act, _unit = output_stage(LayerScale(gain, offset, reach, np.asarray(g.zone_of)), g.zones)
         pool = 5 if op.stride == 2 else 0
         geom = LayerGeometry((in_st.channels, src.height, src.width), len(rows), k, op.depthwise, pool, 0, 0)
@@ -316,8 +338,8 @@ class KpuBuilder:
         wq = wq.astype(np.uint8)
         zc, corr, bound = alu_terms(wq, both, False)
         rows = np.arange(c)
-        groups, storage = self._output_plan(op.dst, op.act, self.lo[op.pre], self.hi[op.pre], rows, lm.height,
-                                            lm.width, free=True)
+        lo, hi = _widen(self.lo[op.pre], self.hi[op.pre], alpha * bound + np.abs(bias))
+        groups, storage = self._output_plan(op.dst, op.act, lo, hi, rows, lm.height, lm.width, free=True)
         for g in groups:
             sel = np.asarray(g.rows)
             take = np.where(sel >= 0, sel, 0)
@@ -346,6 +368,14 @@ class _LayerGroup:
     @property
     def size(self) -> int:
         return len(self.rows)
+
+
+def _widen(lo: np.ndarray, hi: np.ndarray, peak: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated ranges at least ``255 / MAX_REACH_STEPS`` of the largest possible value wide (see there)."""
+    need = 255.0 * peak / MAX_REACH_STEPS
+    short = np.maximum(need - (hi - lo), 0.0)
+    # both sides of 0 too: a ReLU channel that never fired still gets a positive side of that size
+    return np.minimum(lo - short / 2, -need / 2), np.maximum(hi + short / 2, need / 2)
 
 
 def _fold(op: Conv, st: Storage) -> tuple[np.ndarray, np.ndarray]:
