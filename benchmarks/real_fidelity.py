@@ -67,7 +67,7 @@ def run_row(key: str, model: Path, faces: Path, calib: Path, work: Path, limit: 
                                  original=model if approximate else None, limit=limit), Reporter())
     ver, ident = cmp.verification, cmp.identification
     kcol = "kmodel"
-    fid = next(f for f in cmp.fidelity if f.test == "kmodel" and f.reference == ("original" if approximate else "float"))
+    fid = next(f for f in cmp.fidelity if f.test == "kmodel" and f.reference == cmp.columns[0])  # vs the original
     acc = " / ".join(f"{ver[c].accuracy * 100:.2f}" for c in cmp.columns) + (" (orig / kmodel)" if not approximate
                                                                            else " (orig / rewritten / kmodel)")
     rewrite_cos = (s.rewrite or {}).get("cosine")
@@ -98,7 +98,8 @@ def main() -> None:
         try:
             rows.append(run_row(key, model, faces, calib, work, args.limit))
         except Exception as exc:  # noqa: BLE001 - a row that fails is reported, the others still run
-            rows.append([ROWS[key][0], f"failed: {str(exc).splitlines()[0][:80]}"] + ["-"] * 8)
+            rows.append([ROWS[key][0], f"failed: {(str(exc) or type(exc).__name__).splitlines()[0][:80]}"] + ["-"] * 8)
+        print(" | ".join(rows[-1]), file=sys.stderr, flush=True)  # each row as soon as it is measured
     print(f"{model} on {faces}, calibrated on {calib} (maix_dock, kmodel v4; cosine and accuracies against the "
           "original float model)")
     print(table(rows, ["convert", "fits 3 MB", "kmodel", "uploads", "KPU layers", "rewrite cosine",

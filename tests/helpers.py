@@ -35,3 +35,13 @@ def assert_one_line_error(run: CliRun, *needles: str, code: int = 2) -> None:
     assert "Traceback" not in run.err
     for n in needles:
         assert n.lower() in errors[0].lower(), (n, errors[0])
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT, as Ctrl-C in a terminal would. A child
+    inherits its parent's SIGINT disposition, and a test worker's need not be a terminal's (when SIGINT is
+    ignored, Python never raises KeyboardInterrupt): give the child the default one. (Both SIGINT tests
+    failed once, only in a full parallel run.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

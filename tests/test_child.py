@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import as_from_a_terminal
 
 from k210tool.child import Deadline, run_streaming
 
@@ -60,7 +61,7 @@ def _child_pid(tmp_path: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_the_child_dies_with_its_parent(tmp_path: Path, sig: int) -> None:
-    parent = subprocess.Popen([sys.executable, "-c", _parent_script(tmp_path)])
+    parent = subprocess.Popen([sys.executable, "-c", _parent_script(tmp_path)], preexec_fn=as_from_a_terminal)
     try:
         child = _child_pid(tmp_path)
         parent.send_signal(sig)

@@ -12,8 +12,8 @@ from k210tool.cli.convert import load_options_from, model_load_options
 
 
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("model", type=click.Path(path_type=Path), required=False)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Rewritten model: .h5 (legacy tf.keras, loads anywhere) or .keras.")
 @click.option("--prelu", type=click.Choice(["keep", "relu", "leaky"]), default="keep", show_default=True,
               help="keep: PReLU stays (the KPU backend runs it exactly); relu/leaky: APPROXIMATE replacements.")
@@ -27,7 +27,7 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @model_load_options
 @common_options
-def rewrite(model: Path, output: Path, prelu: str, approximate: tuple[str, ...], only: tuple[str, ...],
+def rewrite(model: Path | None, output: Path | None, prelu: str, approximate: tuple[str, ...], only: tuple[str, ...],
             skip: tuple[str, ...], calib: str | None, calib_count: int, list_rules: bool, state: CliState,
             **kw: Any) -> None:
     """Rewrite MODEL into KPU-friendly ops and report every change and its float cost.
@@ -44,6 +44,7 @@ def rewrite(model: Path, output: Path, prelu: str, approximate: tuple[str, ...],
 
     \b
     Examples:
+      k210tool rewrite --list-rules
       k210tool rewrite face.h5 -o face_kpu.h5 --calib faces/
       k210tool rewrite face.h5 -o face_kpu.h5 --prelu leaky --json
     """
@@ -52,6 +53,8 @@ def rewrite(model: Path, output: Path, prelu: str, approximate: tuple[str, ...],
     if list_rules:
         state.emit(list_rule_table(), _render_rules)
         return
+    if model is None or output is None:
+        raise click.UsageError("give MODEL and -o OUT.h5 (or --list-rules)")
     opts = RewriteCommandOptions(model, output, prelu=prelu, approximate=approximate, only=only or None, skip=skip,
                                  calib=calib, calib_count=calib_count, load=load_options_from(kw))
     state.emit(run_rewrite(opts, state.reporter), render_rewrite)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import as_from_a_terminal
 
 from k210tool.emulator.process import emulator_process
 from k210tool.errors import K210ToolError
@@ -64,7 +65,8 @@ def test_bad_options_fail_before_serving():
 
 
 def test_ctrl_c_stops_it_cleanly():
-    proc = subprocess.Popen([*_k210tool(), "emulate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*_k210tool(), "emulate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=as_from_a_terminal)
     try:
         assert select.select([proc.stdout], [], [], 30)[0]
         time.sleep(0.2)
