@@ -262,15 +262,22 @@ def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: 
     settings = NncaseSettings(pre, model_format="onnx" if loaded.raw is not None and loaded.format == "onnx"
                               else "tflite", model_layout=loaded.input_layout,
                               calibrate_method="no_clip" if method == "auto" else method)
+    turned = loaded.input_rotation == 180  # nncase compiles the turned network; the kmodel then turns its input
     with rep.stage("compile (nncase)"):
-        result = compile_kmodel(model_bytes, settings, calib, rep, keep_dump=opts.keep_dump)
+        result = compile_kmodel(model_bytes, settings, np.ascontiguousarray(calib[:, ::-1, ::-1]) if turned else calib,
+                                rep, keep_dump=opts.keep_dump)
+    kmodel = result.kmodel
+    if turned:
+        from k210tool.compile.kmodel.turn import turn_input
+
+        kmodel = turn_input(kmodel)
     dump = result.dump
     quant = {"input_type": "uint8", "quant_type": "uint8", "w_quant_type": "uint8",
              "calibrate_method": settings.calibrate_method,
              "nncase_input_range": settings.compile_options().get("input_range")}
     ops = OpCounts(dump.kpu_convs, dump.kpu_uploads, dump.kpu_downloads, dump.cpu_ops, dump.cpu_compute_ops,
                    dump.problem_ops)
-    return Compiled(result.kmodel, "nncase", quant, ops, dump.memory, fallback=why)
+    return Compiled(kmodel, "nncase", quant, ops, dump.memory, fallback=why)
 
 
 K210_SRAM = 8 << 20  # all of the K210's SRAM (6 MiB general + 2 MiB KPU): no input larger than this can run
@@ -335,11 +342,12 @@ def _save_reference(loaded: LoadedModel, out: Path) -> str | None:
 
 
 def _model_bytes(loaded: LoadedModel) -> bytes:
+    """The model for nncase: the file as given, or the lowered Keras model (turned, if it was) as TFLite."""
     if loaded.raw is not None:
         return loaded.raw
     from k210tool.compile.tflite import export_tflite
 
-    return export_tflite(loaded.model, loaded.input_shape, rotate180=loaded.input_rotation == 180)
+    return export_tflite(loaded.model, loaded.input_shape)
 
 
 def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: bytes, version: int, board: Board,

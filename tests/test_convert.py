@@ -65,6 +65,36 @@ def test_convert_legacy_h5_with_arcface_head(work: Path, capsys) -> None:
     assert cos > 0.99, cos
 
 
+def test_nncase_compiles_the_turned_network_and_the_kmodel_turns_its_input(work: Path, capsys) -> None:
+    """--backend nncase after the exact lowering: nncase gets the turned network, the kmodel one reversing
+    slice in front of it; v5 runs the same in nncase's Simulator and the interpreter, v4 like v5, and both
+    compute the original float model on upright images."""
+    from k210tool.compile.summary import read_summary
+    from k210tool.model.load import load_model
+    from k210tool.preprocess import find_images, load_image
+    from k210tool.sim.engine import NncaseEngine
+    from k210tool.sim.interp import NumpyEngine
+
+    files = {}
+    for fw, name in (("canmv_v5", "nn5.kmodel"), ("canmv", "nn4.kmodel")):
+        run = run_cli(capsys, "convert", work / "train_model.h5", "--calib", work / "faces", "-o", work / name,
+                      "--firmware", fw, "--backend", "nncase", "--json")
+        assert run.code == 0, run.err
+        s = json.loads(run.out)
+        assert s["backend"] == "nncase" and s["input_rotation"] == 180
+        files[s["kmodel_version"]] = (work / name).read_bytes()
+    summary = read_summary(work / "nn5.kmodel")
+    pre = summary.get_preprocess()
+    images = np.stack([pre.prepare(load_image(f)) for f in find_images(work / "faces")[:4]])
+    ours = NumpyEngine(files[5]).run(images)[0]
+    assert np.array_equal(NncaseEngine(files[5]).run(images)[0], ours)
+    assert np.array_equal(NumpyEngine(files[4]).run(images)[0], ours)
+    want = np.asarray(load_model(work / "train_model.h5").model(pre.normalize(images), training=False))
+    got = ours.reshape(len(images), -1)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.98, cos
+
+
 def test_default_board_gets_a_v4_kmodel_it_can_load(work: Path, capsys) -> None:
     out = work / "dock.kmodel"
     run = run_cli(capsys, "convert", work / "train_model.h5", "--calib", work / "faces", "-o", out, "--json",

@@ -7,22 +7,19 @@ from typing import Any
 from k210tool.errors import CompileError
 
 
-def export_tflite(model: Any, input_shape: tuple[int, int, int], rotate180: bool = False) -> bytes:
+def export_tflite(model: Any, input_shape: tuple[int, int, int]) -> bytes:
     """Float TFLite of ``model`` (either Keras flavour) for one ``(H, W, C)`` image.
 
     Goes through a concrete function rather than ``from_keras_model`` so tf_keras and Keras 3 models take
-    the same path and the batch dimension is fixed to 1 (nncase needs static shapes). ``rotate180`` puts the
-    180-degree turn a lowered model expects in front of it (as slices and concatenations: nncase's importer
-    refuses REVERSE_V2 and mis-sizes a single reversing slice), so the kmodel takes the upright image.
+    the same path and the batch dimension is fixed to 1 (nncase needs static shapes). A model lowered by
+    turning it 180 degrees is exported as it is (it expects the turned image); the kmodel nncase makes of it
+    gets the turn afterwards (:func:`k210tool.compile.kmodel.turn.turn_input`).
     """
     from k210tool.tfutil import import_tf, quiet_stderr
 
     tf = import_tf()
     spec = tf.TensorSpec([1, *input_shape], tf.float32, name="input")
-    if rotate180:
-        fn = tf.function(lambda x: model(_turn180(tf, x), training=False)).get_concrete_function(spec)
-    else:
-        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     # The converter saves its trackable object as a SavedModel first. Given the Keras model, that traces
     # every layer's call functions (3/4 of the export time of a MobileFaceNet); a bare module holding the
     # variables gives the same flatbuffer, byte for byte, in a quarter of the time. Kept as a fallback.
@@ -45,8 +42,3 @@ def _convert(tf: Any, fn: Any, trackable: Any) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return bytes(converter.convert())
 
-
-def _turn180(tf: Any, x: Any) -> Any:
-    h, w = int(x.shape[1]), int(x.shape[2])
-    x = tf.concat([x[:, h - 1 : 0 : -1], x[:, 0:1]], axis=1)
-    return tf.concat([x[:, :, w - 1 : 0 : -1], x[:, :, 0:1]], axis=2)
