@@ -25,6 +25,8 @@ TINY = {
     "tiny_relu6": ("relu6", True, False),
     "tiny_softmax": ("relu", False, True),
 }
+# Backbone tails nncase leaves on the CPU (onnx_models.tiny_pools): name -> (variant, input size)
+POOLS = {"pool_gap7": ("gap7", 28), "pool_gmax4": ("gmax4", 16)}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +49,7 @@ class CompiledModels:
         return build_once(self.root, name, lambda folder: self._build(name, folder))
 
     def _build(self, name: str, folder: Path) -> None:
-        if name in TINY:
+        if name in TINY or name in POOLS:
             self._build_tiny(name, folder)
             return
         proc = subprocess.run([sys.executable, str(BUILDER), str(folder), name], capture_output=True, text=True,
@@ -61,12 +63,16 @@ class CompiledModels:
         from k210tool.train.data.synthetic import identity_images
 
         sys.path.insert(0, str(Path(__file__).parent))
-        from onnx_models import tiny_mobilefacenet
+        from onnx_models import tiny_mobilefacenet, tiny_pools
 
-        activation, same_padding, softmax = TINY[name]
-        pre = Preprocess(height=32, width=32)
+        if name in POOLS:
+            variant, size = POOLS[name]
+            onnx = tiny_pools(size, variant)
+        else:
+            size = 32
+            onnx = tiny_mobilefacenet(size, *TINY[name])
+        pre = Preprocess(height=size, width=size)
         calib = np.stack([pre.prepare(img) for i in range(4) for img in identity_images(1000 + i, 1)])
-        onnx = tiny_mobilefacenet(32, activation, same_padding, softmax)
         kmodel = compile_kmodel(onnx, NncaseSettings(pre, model_format="onnx", model_layout="NCHW"), calib).kmodel
         images = np.stack([pre.prepare(img) for i in range(6) for img in identity_images(2000 + i, 1)])
         np.save(folder / f"{name}.npy", images)

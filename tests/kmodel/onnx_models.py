@@ -46,3 +46,41 @@ def tiny_mobilefacenet(size: int, activation: str, same_padding: bool, softmax_h
     from onnx import shape_inference
 
     return shape_inference.infer_shapes(model).SerializeToString()  # nncase needs every value's shape
+
+
+# Tails of common backbones that leave CPU ops after nncase 1.9 (issue 15): name -> builder.
+def tiny_pools(size: int, variant: str, seed: int = 1) -> bytes:
+    """ONNX bytes of a small conv net ending in the pooling ``variant`` names (input 1x3xSxS, output 1xD).
+
+    ``gap7``: CPU max pool 3x3/2 (padded, partial windows), average pool 3x3/1 without the padding in its
+    count, a width concat (nncase writes each part as a strided view), a global average pool over 7x7
+    (mean over a block that is not a power of two). ``gmax4``: a height concat, a global max pool over 4x4,
+    a mean over height and width kept as dims (ReduceMean), summed. Needs ``size`` 28 (gap7) or 16 (gmax4)."""
+    g = OnnxBuilder(seed)
+    x = g.node("Relu", [g.conv("image", 3, 8, 3, 1, [1, 1, 1, 1])])
+    if variant == "gap7":
+        x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 14x14
+        x = g.node("Relu", [g.conv(x, 8, 16, 3, 1, [1, 1, 1, 1])])
+        x = g.node("AveragePool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                   count_include_pad=0)  # 7x7
+        left = g.node("Relu", [g.conv(x, 16, 8, 1, 1, [0, 0, 0, 0])])
+        right = g.node("Relu", [g.conv(x, 16, 8, 3, 1, [1, 1, 1, 1])])
+        x = g.node("Concat", [left, right], axis=3)  # 7x14
+        x = g.conv(x, 8, 24, 1, 1, [0, 0, 0, 0])
+        x = g.node("Flatten", [g.node("GlobalAveragePool", [g.node("Slice", [x, g.const(np.array([0]), "s", np.int64),
+                                                                              g.const(np.array([7]), "e", np.int64),
+                                                                              g.const(np.array([3]), "a", np.int64)])])])
+        out_dim = 24
+    elif variant == "gmax4":
+        top = g.node("Relu", [g.conv(x, 8, 8, 3, 2, [1, 1, 1, 1])])  # 8x8
+        bottom = g.node("Relu", [g.conv(x, 8, 8, 1, 2, [0, 0, 0, 0])])
+        x = g.node("Concat", [top, bottom], axis=2)  # 16x8
+        x = g.node("Relu", [g.conv(x, 8, 16, 3, 2, [1, 1, 1, 1])])  # 8x4
+        x = g.node("MaxPool", [x], kernel_shape=[2, 1], strides=[2, 1])  # 4x4
+        a = g.node("Flatten", [g.node("GlobalMaxPool", [x])])
+        b = g.node("Flatten", [g.node("ReduceMean", [x], axes=[2, 3], keepdims=1)])
+        x = g.node("Add", [a, b])
+        out_dim = 16
+    else:
+        raise ValueError(variant)
+    return g.model([("image", [1, 3, size, size])], x, [1, out_dim], opset=11)

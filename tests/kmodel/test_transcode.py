@@ -62,6 +62,57 @@ def test_transcoded_mobilefacenet(compiled, name):
     assert all(d.identical for d in diffs), diffs
 
 
+# The CPU ops each backbone tail must become in v4 (a transcoder that skipped or merged one fails here)
+POOL_OPS = {"pool_gap7": {("reduce_window2d", 2), ("reduce_window2d", 0), ("concat", None), ("reduce", 3),
+                          ("binary", 3)},
+            "pool_gmax4": {("reduce_window2d", 2), ("reduce", 2), ("reduce", 0), ("concat", None)}}
+
+
+@pytest.mark.parametrize("name", sorted(POOL_OPS))
+def test_pooling_and_concat_tails_equal_nncase_in_v4_bit_for_bit(compiled, name):
+    """Global average/max pools (reduce), CPU max/average pools with partial windows (reduce_window2d), and
+    concatenations nncase writes as strided views: the v4 interpreter, the v5 interpreter and nncase's
+    Simulator give the same bits."""
+    from k210tool.sim.engine import NncaseEngine
+
+    v5 = compiled.kmodel(name)
+    v4 = transcode_to_v4(v5)
+    nodes = read_kmodel(v4).v4.nodes
+    made = {(n.name, n.op.args.get("reduce_op", n.op.args.get("binary_op"))) for n in nodes if isinstance(n.op, Op)}
+    made |= {(n.name, None) for n in nodes if n.name == "concat"}
+    assert POOL_OPS[name] <= made
+    images = compiled.images(name)
+    want = NncaseEngine(v5).run(images)
+    for got in (NumpyEngine(v5).run(images), NumpyEngine(v4).run(images)):
+        diffs = compare_outputs(want, got)
+        assert all(d.identical for d in diffs), diffs
+    assert np.abs(want[0]).max() > 0  # the pools saw a live network
+
+
+def test_strided_writes_become_a_concat_only_when_they_tile_a_map():
+    from k210tool.compile.kmodel.model import MemoryRange
+    from k210tool.compile.kmodel.views import Views
+
+    views = Views(1000)
+    parent = MemoryRange(1, 0, 0, 0)
+    # a (1, 4, 3, 2) float map written as columns 0..1 and 2 (strides of the whole map: 24, 6, 2, 1)
+    a = views.write(parent, (1, 4, 2, 2), (24, 6, 2, 1), 4, "op a")
+    assert a.start >= 1000 and a.size == 64 and views.complete() == []
+    with pytest.raises(TranscodeError, match="op b: it reads a map whose parts written by op a"):
+        views.check_read(MemoryRange(1, 0, 8, 4), "op b")
+    views.check_read(MemoryRange(1, 0, 96, 4), "op b")  # after the map: fine
+    b = views.write(MemoryRange(1, 0, 16, 0), (1, 4, 1, 2), (24, 6, 2, 1), 4, "op c")
+    (concat,) = views.complete()
+    assert concat.args["inputs"] == [a, b] and concat.args["dims"] == [2, 1]
+    assert (concat.args["outer_size"], concat.args["inner_size"]) == (4, 8) and concat.args["output"].size == 96
+    views.leftover()
+    views.write(parent, (1, 4, 2, 2), (24, 6, 2, 1), 4, "op d")
+    with pytest.raises(TranscodeError, match="op d: it writes a strided view that no other op completes"):
+        views.leftover()
+    with pytest.raises(TranscodeError, match="not part of a concatenation"):
+        Views(0).write(parent, (2, 2), (4, 2), 4, "op e")  # every other element: no dense parent
+
+
 def test_op_without_v4_form_names_the_op_its_layer_and_the_fix(compiled):
     data = compiled.kmodel("tiny_softmax")
     where = [layer.op for layer in read_kmodel(data).layers].index("softmax")

@@ -248,9 +248,25 @@ def _derived_tensors(fn: str, args: dict[str, Any], ops: dict[str, Any]) -> dict
         out["bias"] = ((oc,), args["bias_strides"][-1:] or (1,), _F32)
     elif fn == "lut1d":
         out["table"] = ((ops["table_len"],), (1,), dt)
+    elif fn == "reduce":
+        out["output"] = (reduced_shape(args["in_shape"], args["axis"], bool(ops.get("keep_dims"))),
+                         args["out_strides"], dt)
+    elif fn == "reduce_window2d":
+        n, c, h, w = (tuple(args["in_shape"]) + (0, 0, 0, 0))[:4]
+        oh = _windowed(h, ops["filter_h"], ops["stride_h"], ops["dilation_h"], args["padding_h"])
+        ow = _windowed(w, ops["filter_w"], ops["stride_w"], ops["dilation_w"], args["padding_w"])
+        out["output"] = ((n, c, oh, ow), args["out_strides"], dt)
     elif fn == "matmul":
         out["bias"] = ((args["out_shape"][-1] if args["out_shape"] else 0,), (1,), _F32)
     return out
+
+
+def reduced_shape(shape: tuple[int, ...], axis: tuple[int, ...], keep_dims: bool) -> tuple[int, ...]:
+    """The output shape of a reduce over ``axis`` (nncase 1.9 ``get_reduced_shape``: never empty)."""
+    axes = set(axis)
+    if keep_dims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape)) or (1,)
+    return tuple(d for i, d in enumerate(shape) if i not in axes) or (1,)
 
 
 def i32(v: int) -> int:

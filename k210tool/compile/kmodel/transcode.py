@@ -44,16 +44,18 @@ from k210tool.compile.kmodel.model import (
     V4Model,
     V4Node,
 )
-from k210tool.compile.kmodel.stackvm import i32
+from k210tool.compile.kmodel.stackvm import i32, reduced_shape
 from k210tool.compile.kmodel.v4 import KPU_CONV2D, KPU_UPLOAD, OPCODES, _common
+from k210tool.compile.kmodel.views import Views, align, is_dense, parent_shape
 
-_V4_DT = {9: 0, 4: 1}  # v5 float32 / uint8 -> v4 datatype ids
+_V4_DT = {9: 0, 4: 1}
+_REDUCE_MEAN, _REDUCE_MIN, _REDUCE_MAX, _REDUCE_SUM = 0, 1, 2, 3  # reduce_op_t of both runtimes  # v5 float32 / uint8 -> v4 datatype ids
 _ITEM = {9: 4, 4: 1}
 _HINTS = {
     "convert": "remove the datatype cast (Cast/astype) from the model; keep it float32 end to end",
-    "reduce": "replace the reduction (mean/sum/max over axes) with a depthwise conv or GlobalAveragePooling "
-              "that nncase maps to the KPU",
-    "reduce_window2d": "replace the CPU pooling with a stride-2 conv or a 2x2 pool the KPU does",
+    "reduce": "reduce float32 maps of at most 4 dimensions (GlobalAveragePooling2D or a mean over height and "
+              "width); a reduction over other datatypes has no v4 form",
+    "reduce_window2d": "pool float maps without interior padding (AveragePooling2D/MaxPooling2D)",
     "matmul": "express the Dense layer as a 1x1 Conv2D (k210tool rewrite does this)",
     "unary": "remove the unary math op (exp/log/sqrt/...) from the model graph",
     "sigmoid": "use a piecewise-linear activation (ReLU/LeakyReLU) the KPU table can hold",
@@ -95,11 +97,11 @@ class _Transcoder:
         sv = self.v5.modules[self.sv_index]
         data = sv.mempool(V5_DATA)
         self.base = {"data": 0}
-        self.base["in"] = _align(data, 8)
-        self.base["out"] = _align(self.base["in"] + self.entry.input_pool_size, 8)
+        self.base["in"] = align(data, 8)
+        self.base["out"] = align(self.base["in"] + self.entry.input_pool_size, 8)
         k210_data = sum(m.mempool(V5_DATA) for i, m in enumerate(self.v5.modules) if i != self.sv_index)
-        self.base["k210"] = _align(self.base["out"] + self.entry.output_pool_size, 8)
-        self.main_size = _align(self.base["k210"] + k210_data, 8)
+        self.base["k210"] = align(self.base["out"] + self.entry.output_pool_size, 8)
+        self.views = Views(self.base["k210"] + k210_data)
         self.constants = sv.section(".rdata")
         self.nodes: list[V4Node] = []
         self.report = TranscodeReport()
@@ -137,8 +139,9 @@ class _Transcoder:
                 raise TranscodeError("a model input or output is not in main memory")
         # batch-norm tables and weights 8-aligned as nncase 1.9 places them for the same KPU (ncc 0.2 used 256:
         # up to 510 bytes of padding per layer); activation tables stay 256-aligned
+        self.views.leftover()
         constants = _keep_referenced(self.nodes, self.constants)
-        return V4Model(flags=0, target=1, main_mem=self.main_size, inputs=inputs, input_shapes=shapes,
+        return V4Model(flags=0, target=1, main_mem=self.views.end, inputs=inputs, input_shapes=shapes,
                        outputs=outputs, constants=constants, nodes=self.nodes, table_alignment=8)
 
     def _function(self, m: int, fn: Function, resolve: Any) -> None:
@@ -158,6 +161,9 @@ class _Transcoder:
                 i = self._k210(ops, i, resolve)
             else:
                 self._stackvm(op, resolve)
+            for concat in self.views.complete():
+                self._emit(OPCODES["concat"], concat)
+            self.views.release()
             i += 1
 
     def _call(self, op: Op, caller: Any) -> None:
@@ -193,6 +199,7 @@ class _Transcoder:
             return i
         a = op.args
         if op.name == "kpu_upload":
+            self.views.check_read(resolve(a["input"]), str(self.where_now))
             self._emit(KPU_UPLOAD, Op("kpu_upload", {"input": resolve(a["input"]), "output": resolve(a["output"]),
                                                      "in_shape": _shape4(a["in_shape"])}))
         elif op.name == "kpu_download":
@@ -240,24 +247,26 @@ class _Transcoder:
         handler(a, resolve)
 
     def _out(self, rng: MemoryRange, shape: Any, strides: Any, resolve: Any) -> MemoryRange:
-        if not _is_dense(tuple(shape), tuple(strides)):
-            raise TranscodeError(f"{self.where_now}: it writes a strided view {list(strides)}, which v4 ops "
-                                 "cannot do", _DEFAULT_HINT)
-        return resolve(rng)
+        """Where the op writes: the view itself when dense, else scratch memory (a piece of a concatenation)."""
+        shape, strides = tuple(int(d) for d in shape), tuple(int(s) for s in strides)
+        target = resolve(rng)
+        if is_dense(shape, strides):
+            return target
+        return self.views.write(target, shape, strides, 4 if target.datatype == 0 else 1, str(self.where_now))
 
     def _in(self, rng: MemoryRange, shape: Any, strides: Any, resolve: Any) -> MemoryRange:
         """The input as a dense v4 buffer: a strided view is first gathered into scratch main memory."""
         shape, strides = tuple(int(d) for d in shape), tuple(int(s) for s in strides)
-        if _is_dense(shape, strides):
-            return resolve(rng)
-        parent = _parent_shape(shape, strides)
+        src = resolve(rng)
+        self.views.check_read(src, str(self.where_now))
+        if is_dense(shape, strides):
+            return src
+        parent = parent_shape(shape, strides)
         if parent is None or len(shape) > 4:
             raise TranscodeError(f"{self.where_now}: it reads a strided view {list(strides)} that v4 cannot "
                                  "gather", _DEFAULT_HINT)
-        src = resolve(rng)
         item = 4 if src.datatype == 0 else 1
-        scratch = MemoryRange(V4_MAIN, src.datatype, self.main_size, int(np.prod(shape)) * item)
-        self.main_size = _align(self.main_size + scratch.size, 8)
+        scratch = self.views.scratch(src.datatype, int(np.prod(shape)) * item)
         lead = 4 - len(shape)
         whole = MemoryRange(src.location, src.datatype, src.start, int(np.prod(parent)) * item)
         self._strided_slice(whole, scratch, (1,) * lead + parent, (0,) * 4, (1,) * lead + shape, (1,) * 4)
@@ -284,7 +293,7 @@ class _Transcoder:
                 "fused_activation": (-math.inf, math.inf)}))
 
     def _constant_f32(self, value: float) -> MemoryRange:
-        start = _align(len(self.constants), 4)
+        start = align(len(self.constants), 4)
         self.constants = self.constants + bytes(start - len(self.constants)) + struct.pack("<f", value)
         return MemoryRange(V4_CONST, 0, start, 4)
 
@@ -400,6 +409,52 @@ class _Transcoder:
             raise TranscodeError(f"{self.where_now}: only uint8 lookup tables of 256 constants exist in v4")
         self._emit(OPCODES["table_lookup1d"], Op("table_lookup1d", {"input": src, "table": table, "output": dst}))
 
+    def _op_reduce(self, a: dict, resolve: Any) -> None:
+        shape = tuple(int(d) for d in a["in_shape"])
+        if a["datatype"] != 9 or len(shape) > 4:
+            raise TranscodeError(f"{self.where_now}: reduce of a rank-{len(shape)} tensor of datatype "
+                                 f"{a['datatype']} (v4 reduces float32 of up to 4 dimensions)", _HINTS["reduce"])
+        axes = {int(x) for x in a["axis"]}
+        lead = 4 - len(shape)
+        shape4 = _shape4(shape)
+        out4 = tuple(1 if i - lead in axes else d for i, d in enumerate(shape4))
+        src = self._in(a["input"], shape, a["in_strides"], resolve)
+        dst = self._out(a["output"], reduced_shape(shape, tuple(axes), bool(a["keep_dims"])), a["out_strides"],
+                        resolve)
+        kind, init = int(a["reduce_op"]), float(a["init_value"])
+        block = int(np.prod([shape[x] for x in axes if x < len(shape)], dtype=np.int64))
+        if kind in (_REDUCE_MIN, _REDUCE_MAX):  # nncase 1.9 starts these from the type's extremes
+            init = float(np.finfo(np.float32).max if kind == _REDUCE_MIN else np.finfo(np.float32).min)
+        # v4's mean multiplies the sum by (output size / input size) in float32, v5 divides it by the block
+        # size: equal when the block is a power of two; otherwise sum, then divide like v5 does
+        exact_mean = kind == _REDUCE_MEAN and block & (block - 1) == 0 and block < 2**24
+        if kind == _REDUCE_MEAN and not exact_mean:
+            kind = _REDUCE_SUM
+        self._emit(OPCODES["reduce"], Op("reduce", {"input": src, "output": dst, "reduce_op": kind,
+                                                    "in_shape": shape4, "out_shape": out4, "init_value": init}))
+        if int(a["reduce_op"]) == _REDUCE_MEAN and not exact_mean:
+            self._emit(OPCODES["binary"], Op("binary", {
+                "input_a": dst, "input_b": self._constant_f32(float(block)), "output": dst, "binary_op": 3,
+                "in_a_shape": out4, "in_b_shape": (1, 1, 1, 1), "out_shape": out4,
+                "fused_activation": (-math.inf, math.inf)}))
+
+    def _op_reduce_window2d(self, a: dict, resolve: Any) -> None:
+        shape = tuple(int(d) for d in a["in_shape"])
+        if a["datatype"] != 9 or len(shape) != 4 or a["padding_h"][2] or a["padding_w"][2]:
+            raise TranscodeError(f"{self.where_now}: pooling of a rank-{len(shape)} tensor of datatype "
+                                 f"{a['datatype']} or with interior padding (v4 pools float32 NCHW maps)",
+                                 _HINTS["reduce_window2d"])
+        n, c, h, w = shape
+        oh = (h + sum(a["padding_h"][:2]) - ((a["filter_h"] - 1) * a["dilation_h"] + 1) + a["stride_h"]) // a["stride_h"]
+        ow = (w + sum(a["padding_w"][:2]) - ((a["filter_w"] - 1) * a["dilation_w"] + 1) + a["stride_w"]) // a["stride_w"]
+        src = self._in(a["input"], shape, a["in_strides"], resolve)
+        dst = self._out(a["output"], (n, c, oh, ow), a["out_strides"], resolve)
+        fields = {k: a[k] for k in ("filter_h", "filter_w", "stride_h", "stride_w", "dilation_h", "dilation_w")}
+        self._emit(OPCODES["reduce_window2d"], Op("reduce_window2d", {
+            "input": src, "output": dst, "reduce_op": int(a["reduce_op"]), "in_shape": shape,
+            "padding_h": tuple(a["padding_h"][:2]), "padding_w": tuple(a["padding_w"][:2]), **fields,
+            "init_value": float(a["init_value"]), "fused_activation": (a["fused_clamp_low"], a["fused_clamp_high"])}))
+
     def _op_copy(self, a: dict, resolve: Any) -> None:
         self._copy(a["input"], a["output"], a["shape"], a["in_strides"], a["out_strides"], resolve)
 
@@ -408,12 +463,13 @@ class _Transcoder:
         shape = tuple(int(d) for d in shape)
         if len(shape) > 4:
             raise TranscodeError(f"{self.where_now}: copy of rank {len(shape)}", _DEFAULT_HINT)
-        dst = self._out(dst_rng, shape, out_strides, resolve)
-        parent = _parent_shape(shape, tuple(int(s) for s in in_strides))
+        parent = parent_shape(shape, tuple(int(s) for s in in_strides))
         if parent is None:
             raise TranscodeError(f"{self.where_now}: strided copy {list(in_strides)} that is not a slice of a "
                                  "dense tensor", _DEFAULT_HINT)
         src = resolve(src_rng)
+        self.views.check_read(src, str(self.where_now))
+        dst = self._out(dst_rng, shape, out_strides, resolve)
         item = 4 if src.datatype == 0 else 1
         src = MemoryRange(src.location, src.datatype, src.start, int(np.prod(parent)) * item)
         lead = 4 - len(shape)
@@ -450,7 +506,7 @@ def _keep_referenced(nodes: list[V4Node], constants: bytes) -> bytes:
         if isinstance(value, MemoryRange) and value.location == V4_CONST:
             key = (value.start, value.size)
             if key not in moved:
-                start = _align(len(out), 8)
+                start = align(len(out), 8)
                 out.extend(bytes(start - len(out)))
                 out.extend(constants[value.start : value.start + value.size])
                 moved[key] = start
@@ -463,43 +519,11 @@ def _keep_referenced(nodes: list[V4Node], constants: bytes) -> bytes:
     return bytes(out)
 
 
-def _align(n: int, a: int) -> int:
-    return (n + a - 1) // a * a
-
-
 def _shape4(shape: Any) -> tuple[int, int, int, int]:
     s = tuple(int(d) for d in shape)
     if len(s) > 4:
         raise TranscodeError(f"tensor of rank {len(s)}: kmodel v4 shapes have 4 dimensions")
     return (1,) * (4 - len(s)) + s  # type: ignore[return-value]
-
-
-def _is_dense(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
-    """Whether the elements are one contiguous run (dimensions of size 1 may have any stride)."""
-    expected = 1
-    for d, s in zip(reversed(shape), reversed(strides), strict=True):
-        if d == 1:
-            continue
-        if s != expected:
-            return False
-        expected *= d
-    return True
-
-
-def _parent_shape(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The dense shape whose leading corner ``shape`` with ``strides`` is (so a strided_slice reads it)."""
-    if not shape:
-        return ()
-    if strides[-1] != 1:
-        return None
-    parent = [shape[0]]
-    for i in range(len(shape) - 1):
-        if strides[i + 1] <= 0 or strides[i] % strides[i + 1]:
-            return None
-        parent.append(strides[i] // strides[i + 1])
-        if parent[-1] < shape[i + 1]:
-            return None
-    return tuple(parent)
 
 
 def _read_f32(blob: bytes, start: int, shape: Any, strides: Any) -> np.ndarray:

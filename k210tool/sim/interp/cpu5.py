@@ -272,8 +272,53 @@ def build_copy(op: Op) -> Step:
     return step
 
 
+def build_reduce(op: Op) -> Step:
+    from k210tool.compile.kmodel.stackvm import reduced_shape
+    from k210tool.sim.interp import reduce as red
+
+    a = op.args
+    if a["datatype"] != 9:
+        raise UnsupportedOp(f"reduce on datatype {a['datatype']} (the interpreter reduces float32)")
+    shape = tuple(a["in_shape"])
+    axes = tuple(int(x) for x in a["axis"] if 0 <= int(x) < len(shape))
+    out_shape = reduced_shape(shape, axes, bool(a["keep_dims"]))
+    kind = int(a["reduce_op"])
+    # nncase 1.9 starts min/max from the type's extremes whatever the code pushed; sum and mean from init_value
+    init = {red.REDUCE_MIN: np.finfo(F32).max, red.REDUCE_MAX: np.finfo(F32).min}.get(kind, a["init_value"])
+    block = F32(int(np.prod([shape[x] for x in axes], dtype=np.int64)))
+
+    def step(mem: Any) -> None:
+        x = _t(mem, a["input"], shape, a["in_strides"], np.dtype(F32))
+        r = red.fold(x, axes, kind, init)
+        if kind == red.REDUCE_MEAN:
+            r = r / block
+        _t(mem, a["output"], out_shape, a["out_strides"], np.dtype(F32))[...] = r.reshape((len(r),) + out_shape)
+    return step
+
+
+def build_reduce_window2d(op: Op) -> Step:
+    from k210tool.sim.interp import reduce as red
+
+    a = op.args
+    if a["datatype"] != 9:
+        raise UnsupportedOp(f"reduce_window2d on datatype {a['datatype']}")
+    shape = tuple(a["in_shape"])
+    if len(shape) != 4:
+        raise UnsupportedOp(f"reduce_window2d of a rank-{len(shape)} tensor")
+    geometry = dict(op=int(a["reduce_op"]), init=a["init_value"], kernel=(a["filter_h"], a["filter_w"]),
+                    stride=(a["stride_h"], a["stride_w"]), dilation=(a["dilation_h"], a["dilation_w"]),
+                    pads=(*a["padding_h"][:2], *a["padding_w"][:2]),
+                    clamp=(a["fused_clamp_low"], a["fused_clamp_high"]))
+
+    def step(mem: Any) -> None:
+        x = _t(mem, a["input"], shape, a["in_strides"], np.dtype(F32))
+        r = red.window2d(x, **geometry)
+        _t(mem, a["output"], r.shape[1:], a["out_strides"], np.dtype(F32))[...] = r
+    return step
+
+
 BUILDERS: dict[str, Callable[[Op], Step]] = {
     "dequantize": build_dequantize, "quantize": build_quantize, "binary": build_binary,
     "conv2d": build_conv2d, "pad": build_pad, "slice": build_slice, "transpose": build_transpose,
-    "lut1d": build_lut1d, "copy": build_copy,
+    "lut1d": build_lut1d, "copy": build_copy, "reduce": build_reduce, "reduce_window2d": build_reduce_window2d,
 }

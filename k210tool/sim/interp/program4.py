@@ -280,8 +280,45 @@ def _concat(op: Op) -> Step:
     return step
 
 
+def _reduce(op: Op) -> Step:
+    from k210tool.sim.interp import reduce as red
+
+    a = op.args
+    in_shape, out_shape = tuple(a["in_shape"]), tuple(a["out_shape"])
+    if any(o not in (i, 1) for i, o in zip(in_shape, out_shape, strict=True)):
+        raise UnsupportedOp(f"reduce of {list(in_shape)} to {list(out_shape)}")
+    axes = tuple(i for i, (d, o) in enumerate(zip(in_shape, out_shape, strict=True)) if o == 1 and d != 1)
+    kind = int(a["reduce_op"])
+    # reduce_mean: the sum times (float)output.size() / input.size(), the two memory ranges' float counts
+    mul = F32(a["output"].size // 4) / F32(a["input"].size // 4) if a["input"].size >= 4 else F32(0)
+
+    def step(pools: dict) -> None:
+        x = _t(pools, a["input"], in_shape, np.dtype(F32))
+        r = red.fold(x, axes, kind, a["init_value"])
+        if kind == red.REDUCE_MEAN:
+            r = r * mul
+        _t(pools, a["output"], out_shape, np.dtype(F32))[...] = r.reshape((len(r),) + out_shape)
+    return step
+
+
+def _reduce_window2d(op: Op) -> Step:
+    from k210tool.sim.interp import reduce as red
+
+    a = op.args
+    geometry = dict(op=int(a["reduce_op"]), init=a["init_value"], kernel=(a["filter_h"], a["filter_w"]),
+                    stride=(a["stride_h"], a["stride_w"]), dilation=(a["dilation_h"], a["dilation_w"]),
+                    pads=(*a["padding_h"], *a["padding_w"]), clamp=tuple(a["fused_activation"]))
+
+    def step(pools: dict) -> None:
+        x = _t(pools, a["input"], a["in_shape"], np.dtype(F32))
+        r = red.window2d(x, **geometry)
+        _t(pools, a["output"], r.shape[1:], np.dtype(F32))[...] = r
+    return step
+
+
 _BUILDERS: dict[str, Callable[[Any], Step]] = {
     "kpu_conv2d": _kpu_conv2d, "kpu_upload": _kpu_upload, "dequantize": _dequantize, "quantize": _quantize,
     "binary": _binary, "conv2d": _conv2d, "pad": _pad, "strided_slice": _strided_slice, "transpose": _transpose,
-    "table_lookup1d": _table_lookup1d, "memory_copy": _memory_copy, "concat": _concat,
+    "table_lookup1d": _table_lookup1d, "memory_copy": _memory_copy, "concat": _concat, "reduce": _reduce,
+    "reduce_window2d": _reduce_window2d,
 }
