@@ -38,18 +38,29 @@ def is_dense(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
 
 
 def parent_shape(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The dense shape whose leading corner ``shape`` with ``strides`` is (so a strided_slice reads it)."""
-    if not shape:
-        return ()
-    if strides[-1] != 1:
+    """The dense shape whose leading corner ``shape`` with ``strides`` is (so a strided_slice reads it).
+
+    nncase gives dimensions of size 1 any stride: they either say how big the map around the view is
+    (the (0, 0) pixel of each channel of a 4x4 map: shape (1, C, 1, 1), strides (16C, 16, 4, 1)) or mean
+    nothing (shape (1, 1, 1, 64), strides (1, 1, 64, 1)); both readings are tried, the smaller one wins."""
+    found = [p for dims in (range(len(shape)), [i for i, d in enumerate(shape) if d != 1])
+             if (p := _parent_along(shape, strides, list(dims))) is not None]
+    return min(found, key=lambda p: int(np.prod(p, dtype=np.int64))) if found else None
+
+
+def _parent_along(shape: tuple[int, ...], strides: tuple[int, ...], dims: list[int]) -> tuple[int, ...] | None:
+    """The parent from the strides of ``dims`` only (the other dimensions have size 1 and stay 1)."""
+    parent = list(shape)
+    if not dims:
+        return tuple(parent)
+    if shape[dims[-1]] != 1 and strides[dims[-1]] != 1:
         return None
-    parent = [shape[0]]
-    for i in range(len(shape) - 1):
-        if strides[i + 1] <= 0 or strides[i] % strides[i + 1]:
+    inner = 1  # the parent's stride of dimension b (the innermost one's is 1)
+    for a, b in zip(reversed(dims[:-1]), reversed(dims[1:]), strict=True):
+        if strides[a] <= 0 or strides[a] % inner or strides[a] // inner < shape[b]:
             return None
-        parent.append(strides[i] // strides[i + 1])
-        if parent[-1] < shape[i + 1]:
-            return None
+        parent[b] = strides[a] // inner
+        inner = strides[a]
     return tuple(parent)
 
 
@@ -95,8 +106,7 @@ class Views:
               where: str) -> MemoryRange:
         """Scratch for an op that writes the strided view ``shape``/``strides`` (elements) at ``target``."""
         shape4 = (1,) * (4 - len(shape)) + tuple(shape)
-        lead = (strides[0] * shape[0],) if shape else (1,)
-        strides4 = lead * (4 - len(strides)) + tuple(strides)
+        strides4 = (0,) * (4 - len(strides)) + tuple(strides)
         parent = parent_shape(shape4, strides4) if len(shape) <= 4 else None
         axes = [i for i in range(4) if parent is not None and shape4[i] != parent[i]]
         if parent is None or len(axes) != 1:
