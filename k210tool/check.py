@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.boards import Board, get_board
-from k210tool.convert import choose_kmodel_version, flash_room
+from k210tool.convert import check_weights_fit, choose_kmodel_version, flash_room
 from k210tool.errors import InputError
 from k210tool.model.lint import CheckResult, LayerPlacement, estimate_memory, predict, suggestions_for
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
@@ -44,6 +44,7 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
     if loaded.graph is None:
         raise InputError(f"{opts.model} is a {loaded.format} file: check reads Keras models",
                          "check the Keras model, or convert the file and use `k210tool inspect`")
+    check_weights_fit(loaded, board)  # what convert refuses before compiling
     if opts.rewrite:
         from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
 
@@ -62,11 +63,55 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
             rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
     result = _nncase_prediction(opts, loaded, board)
     result.fallback = why
-    if opts.compile:
+    if opts.rewrite and result.fits:
+        # convert compiles this model with nncase: so does check, or it could say "fits" to a model convert
+        # then refuses (an op with no kmodel v4 form, KPU memory nncase cannot allocate)
+        _compile_as_convert(opts, result, loaded, board, rep)
+    elif opts.compile:
         result.measured = _measure(loaded, rep)
         result.fits_memory = result.measured["memory_total"] <= board.model_memory
         result.fits_flash = result.measured["kmodel_size"] <= result.flash_room
     return result
+
+
+def _synthetic_faces(loaded: LoadedModel) -> tuple[Any, np.ndarray]:
+    """convert's default preprocessing for the model, and 16 synthetic faces prepared with it."""
+    from k210tool.preprocess import Preprocess
+    from k210tool.train.data.synthetic import identity_images
+
+    h, w, c = loaded.input_shape
+    pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
+    faces = np.stack([pre.prepare(img) for i in range(16) for img in identity_images(7000 + i, 1, size=max(h, w))])
+    return pre, faces
+
+
+def _compile_as_convert(opts: CheckOptions, result: CheckResult, loaded: LoadedModel, board: Board,
+                        rep: Reporter) -> None:
+    """Compile with nncase the way convert does (synthetic calibration), in the kmodel version the board gets:
+    the memory and size become the kmodel's; an error convert would raise becomes ``result.problem``."""
+    from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
+    from k210tool.compile.kmodel.footprint import footprint
+    from k210tool.convert import ConvertOptions, compile_model
+    from k210tool.errors import K210ToolError
+
+    pre, faces = _synthetic_faces(loaded)
+    version = choose_kmodel_version(board, None, Reporter())
+    try:
+        with rep.stage("compile (nncase, synthetic calibration)"):
+            compiled = compile_model(loaded, ConvertOptions(model=opts.model, backend="nncase"), pre, faces[:8], rep,
+                                     version, board)
+            kmodel = transcode_to_v4(compiled.kmodel) if version == 4 else compiled.kmodel
+    except K210ToolError as exc:
+        result.problem, result.problem_hint = exc.message, exc.hint
+        return
+    fp = footprint(read_kmodel(kmodel))
+    result.memory_estimate, result.kmodel_estimate = fp.total, fp.file
+    result.fits_memory, result.fits_flash = fp.total <= board.model_memory, fp.file <= result.flash_room
+    result.backend = "nncase (compiled)"
+    if compiled.ops is not None:
+        result.measured = {"kpu_convs": compiled.ops.kpu_convs, "kpu_uploads": compiled.ops.kpu_uploads,
+                           "cpu_compute_ops": dict(compiled.ops.cpu_compute_ops), "memory_total": fp.total,
+                           "kmodel_size": fp.file, "kmodel_version": version}
 
 
 def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: Reporter) -> CheckResult:
@@ -74,12 +119,8 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
     from k210tool.compile.kmodel.footprint import census, footprint
     from k210tool.compile.kpu_backend import compile_kpu
-    from k210tool.preprocess import Preprocess
-    from k210tool.train.data.synthetic import identity_images
 
-    h, w, c = loaded.input_shape
-    pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
-    faces = np.stack([pre.prepare(img) for i in range(16) for img in identity_images(7000 + i, 1, size=max(h, w))])
+    pre, faces = _synthetic_faces(loaded)
     with rep.stage("KPU backend (synthetic calibration)"):
         res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep)
     kmodel = res.kmodel

@@ -183,11 +183,12 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
     _check_input_fits(loaded.input_shape, board, opts.allow_overflow)
+    check_weights_fit(loaded, board, opts.allow_overflow)
     pre = make_preprocess(opts, loaded.input_shape)
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
     rewrite_report = _rewrite(loaded, opts, pre.normalize(calib[:64]), calib_desc, rep)
-    compiled = _compile(loaded, opts, pre, calib, rep, version, board)
+    compiled = compile_model(loaded, opts, pre, calib, rep, version, board)
     kmodel = compiled.kmodel
     if version == 4:
         with rep.stage("transcode to v4"):
@@ -223,8 +224,9 @@ def _fits(v5: bytes, version: int, board: Board) -> bool:
     return footprint(read_kmodel(data)).total <= board.model_memory
 
 
-def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter,
-             version: int, board: Board) -> Compiled:
+def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter,
+                  version: int, board: Board) -> Compiled:
+    """k210tool's KPU backend, or nncase 1.9 when the backend cannot express the model (or is not asked)."""
     from k210tool.compile.netplan import PlanError
 
     method = opts.calibration.method
@@ -295,6 +297,33 @@ def _check_input_fits(shape: tuple[int, int, int], board: Board, allow_overflow:
                           + ("" if need <= K210_SRAM else " and the K210 has 8 MiB of SRAM in all"),
                           "use a smaller input (--input-size H W when the model allows it); `k210tool check` shows "
                           "the memory per layer")
+
+
+def check_weights_fit(loaded: LoadedModel, board: Board, allow_overflow: bool = False) -> None:
+    """Refuse, before calibration and compiling, a model whose weights alone cannot fit the board: every
+    weight is at least a byte of the kmodel, which must fit the flash and which the firmware loads whole
+    into RAM (:mod:`k210tool.model.size` keeps this floor below what any compile reaches)."""
+    if loaded.graph is None:
+        return
+    from k210tool.model.size import weight_floor
+
+    floor = weight_floor(loaded.graph)
+    room = flash_room(board)
+    ram = board.model_memory if not allow_overflow else None
+    if floor.bytes <= room and (ram is None or floor.bytes <= ram):
+        return
+    most = max(all_firmware().values(), key=lambda f: f.model_memory)
+    if ram is not None and floor.bytes > ram:
+        where = f"{board.firmware.name} loads the whole kmodel into the {ram / 2**20:.2f} MiB it leaves for a model"
+    else:
+        where = f"{board.name} has {room / 2**20:.2f} MiB of flash for models"
+    anywhere = ("; no K210 firmware leaves that much (the most: " f"{most.name}, {most.model_memory / 2**20:.2f} MiB)"
+                if floor.bytes > most.model_memory else "")
+    raise DoesNotFitError(
+        f"the model's {floor.bytes:,} convolution and dense weights alone make a kmodel of at least "
+        f"{floor.bytes / 2**20:.2f} MiB (one byte each); {where}{anywhere}",
+        f"make the model smaller: its largest layers are {floor.describe_largest()} - fewer filters or units "
+        "there, or a smaller embedding")
 
 
 def _inputs(opts: ConvertOptions) -> list[Path | str | None]:

@@ -50,6 +50,10 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
     result = run_check(CheckOptions(model, board, firmware, load_options_from(kw), not no_rewrite, prelu, approximate,
                                     backend, do_compile), state.reporter)
     state.emit(result.to_dict() if state.as_json else result, lambda r, c: _render(r, c, all_layers))
+    if result.problem:
+        from k210tool.errors import K210ToolError
+
+        raise K210ToolError(f"convert would refuse {model}: {result.problem}", result.problem_hint)
     if not result.fits:
         what = "memory" if not result.fits_memory else "flash"
         raise DoesNotFitError(f"{model} does not fit {result.board} ({what}: {human_bytes(result.memory_estimate)} "
@@ -60,7 +64,8 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
 def _render(r: Any, console: Any, all_layers: bool) -> None:
     from rich.table import Table
 
-    kind = "generated kmodel" if r.backend == "k210tool" else "prediction"
+    kind = {"k210tool": "generated kmodel", "nncase (compiled)": "predicted; figures of the compiled kmodel"}.get(
+        r.backend, "prediction")
     t = Table(title=f"{r.model}: KPU placement ({kind}, {r.backend})")
     for col in ("layer", "class", "where", "why", "output", "MACs"):
         t.add_column(col)
@@ -81,6 +86,8 @@ def _render(r: Any, console: Any, all_layers: bool) -> None:
                   f"({r.board}/{r.firmware}): {'fits' if r.fits_memory else 'DOES NOT FIT'}")
     console.print(f"kmodel estimate: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "
                   f"{'fits' if r.fits_flash else 'DOES NOT FIT'}")
+    if r.problem:
+        console.print(f"[red]convert would refuse it:[/red] {r.problem}")
     if r.measured:
         m = r.measured
         console.print(f"nncase measured: {m['kpu_convs']} KPU convs, {m['kpu_uploads']} uploads, memory "

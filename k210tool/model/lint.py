@@ -57,10 +57,12 @@ class CheckResult:
     backend: str = "nncase (prediction)"  # k210tool: figures of a kmodel the KPU backend generated
     kpu: dict[str, Any] | None = None  # the KPU backend's figures (layers, MACs, weight bytes, KPU RAM)
     fallback: str | None = None  # why the KPU backend could not take the model
+    problem: str | None = None  # why convert would refuse the model whatever its size (e.g. no kmodel v4 form)
+    problem_hint: str | None = None
 
     @property
     def fits(self) -> bool:
-        return self.fits_memory and self.fits_flash
+        return self.fits_memory and self.fits_flash and self.problem is None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,112 @@
+"""A floor on a model's kmodel size, from its weights alone: checked before any slow stage.
+
+Every convolution and dense weight becomes at least one byte of the kmodel file (uint8 on the KPU, float32
+on the CPU), and the firmware reads the whole file into RAM, so ``weights`` bytes is a floor of both the
+flash and the RAM the model needs. The floor is kept below what either compiler can reach:
+
+- depthwise weights are not counted (nncase folds a linear 1x1 conv and a depthwise conv into one conv,
+  which can hold fewer weights than the two; they are a few bytes per channel anyway);
+- biases, batch norms and PReLU slopes are not counted (they fold into tables);
+- a chain of linear 1x1 convolutions / dense layers may be multiplied out into fewer weights (k210tool's
+  backend merges back-to-back linear dense layers of the embedding): such a chain counts the cheapest way
+  of merging it (``in x out`` for each merged run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from k210tool.model.graph import Graph, Node
+
+_PASS_THROUGH = {"BatchNormalization", "Flatten", "Reshape", "Dropout", "GaussianNoise", "GaussianDropout",
+                 "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "Permute", "InputLayer"}
+
+
+@dataclass
+class WeightFloor:
+    bytes: int
+    largest: list[tuple[str, int]] = field(default_factory=list)  # (layer, weights) biggest first
+
+    def describe_largest(self, n: int = 3) -> str:
+        """The biggest layers (those with at least a tenth of the biggest one's weights)."""
+        top = self.largest[0][1] if self.largest else 0
+        shown = [(name, c) for name, c in self.largest[:n] if c * 10 >= top]
+        return ", ".join(f"{name} ({c / 1e6:.2f} M weights)" for name, c in shown)
+
+
+def weight_floor(g: Graph) -> WeightFloor:
+    """The fewest bytes of weights any kmodel of ``g`` can hold."""
+    counts = {node.name: _kernel_count(node) for node in g}
+    child = {node.name: _chain_child(g, node) for node in g if _is_dense(node)}
+    has_parent = {c.name for c in child.values() if c is not None}
+    total = 0
+    chained: set[str] = set()
+    for name, nxt in child.items():
+        if name in has_parent:
+            continue
+        chain = [g.nodes[name]]
+        while nxt is not None and nxt.name not in chained and nxt not in chain:
+            chain.append(nxt)
+            nxt = child.get(nxt.name)
+        chained.update(n.name for n in chain)
+        total += _cheapest_merge([_in_out(n) for n in chain])
+    total += sum(c for name, c in counts.items() if name not in chained)
+    largest = sorted(((n, c) for n, c in counts.items() if c), key=lambda t: -t[1])
+    return WeightFloor(int(total), largest)
+
+
+def _kernel_count(node: Node) -> int:
+    if not node.weights:
+        return 0
+    kind = node.class_name
+    if kind in ("Conv2D", "Conv2DTranspose", "Conv1D", "Dense"):
+        return int(np.prod(node.weights[0].shape))
+    if kind == "SeparableConv2D" and len(node.weights) > 1:
+        return int(np.prod(node.weights[1].shape))  # the pointwise part
+    return 0
+
+
+def _is_dense(node: Node) -> bool:
+    """A dense layer or a 1x1 convolution: a matrix, which a neighbour in a linear chain can multiply into."""
+    if node.class_name == "Dense":
+        return bool(node.weights)
+    if node.class_name != "Conv2D" or not node.weights:
+        return False
+    shape = node.weights[0].shape
+    return len(shape) == 4 and shape[0] == shape[1] == 1 and int(node.get("groups", 1) or 1) == 1
+
+
+def _linear(node: Node) -> bool:
+    return node.get("activation") in (None, "linear")
+
+
+def _in_out(node: Node) -> tuple[int, int]:
+    shape = node.weights[0].shape
+    return int(shape[-2]), int(shape[-1])
+
+
+def _chain_child(g: Graph, node: Node) -> Node | None:
+    """The dense layer ``node`` feeds through pass-through layers only, when ``node`` is linear."""
+    if not _linear(node):
+        return None
+    current = node
+    while True:
+        users = g.consumers(current.name)
+        if len(users) != 1 or g.is_output(current.name):
+            return None
+        user = users[0]
+        if _is_dense(user):
+            return user
+        if user.class_name not in _PASS_THROUGH and not (user.class_name == "Activation" and _linear(user)):
+            return None
+        current = user
+
+
+def _cheapest_merge(dims: list[tuple[int, int]]) -> int:
+    """Fewest weights of a chain of matrices (in_i, out_i) multiplied out in consecutive runs."""
+    best = [0] + [0] * len(dims)
+    for j in range(len(dims)):
+        best[j + 1] = min(best[i] + dims[i][0] * dims[j][1] for i in range(j + 1))
+    return best[-1]
