@@ -206,7 +206,7 @@ def render_summary(s: Any, console: Any) -> None:
 
 
 def _head_text(h: dict[str, Any]) -> str:
-    removed = ", ".join(h["removed_layers"][:5]) + (" ..." if len(h["removed_layers"]) > 5 else "")
+    removed = ", ".join(h["removed_layers"])  # all of them: the user must see exactly what is gone
     extra = f"; dropped input {', '.join(h['removed_inputs'])}" if h["removed_inputs"] else ""
     return f"output {h['output']!r} ({h['reason']}); removed {removed or 'nothing'}{extra}"
 

@@ -7,8 +7,11 @@ embedding is found from the graph's structure, not from layer names:
 1. ``--output-layer NAME`` wins;
 2. otherwise everything that depends on a non-image input (the label) or on a layer class k210tool cannot
    build is head; the embedding is the one tensor crossing from the rest into the head;
-3. otherwise a trailing softmax, and a trailing linear Dense that widens its input (class logits: more
-   classes than embedding dimensions), are head.
+3. otherwise a trailing softmax classifier is head: the softmax and the linear Dense giving its logits.
+
+A trailing linear Dense with no softmax after it is the embedding (GAP(16) -> Dense(128, name="embedding")
+widens its input and is what the model was trained to output): it is kept, whatever its width.
+``--output-layer`` cuts a softmax-less logits layer by hand.
 """
 
 from __future__ import annotations
@@ -31,9 +34,7 @@ class HeadCut:
     def describe(self) -> str:
         parts = [f"kept {self.output!r} as the output ({self.reason})"]
         if self.removed_layers:
-            shown = ", ".join(f"{n}" for n in self.removed_layers[:6])
-            more = f" and {len(self.removed_layers) - 6} more" if len(self.removed_layers) > 6 else ""
-            parts.append(f"removed {shown}{more}")
+            parts.append(f"removed {', '.join(self.removed_layers)}")
         if self.removed_inputs:
             parts.append(f"dropped input(s) {', '.join(self.removed_inputs)}")
         return "; ".join(parts)
@@ -69,7 +70,7 @@ def cut_head(g: Graph, unknown: set[str], output_layer: str | None = None,
     ref = _strip_classifier(g, g.outputs[0])
     if ref == g.outputs[0]:
         return g, None
-    return _cut_at(g, ref, "classifier layers at the end")
+    return _cut_at(g, ref, "softmax classifier at the end")
 
 
 def _named_ref(g: Graph, name: str) -> Ref:
@@ -160,21 +161,17 @@ def _is_softmax(node: Node) -> bool:
 
 
 def _strip_classifier(g: Graph, ref: Ref) -> Ref:
+    """The embedding under a trailing softmax classifier (``ref`` itself when the model does not end in one)."""
     node = g.nodes[ref.layer]
-    stripped_softmax = False
-    if _is_softmax(node) and node.inputs:
-        stripped_softmax = True
-        if node.class_name == "Dense":
-            return node.inputs[0]
-        ref = node.inputs[0]
-        node = g.nodes[ref.layer]
-    if node.class_name == "Dense" and node.get("activation") in (None, "linear") and node.inputs:
-        units = int(node.get("units", 0))
-        kernel = node.weights[0] if node.weights else None
-        in_dim = int(kernel.shape[0]) if kernel is not None else 0
-        if stripped_softmax or (in_dim and units > in_dim):
-            return node.inputs[0]
-    return ref
+    if not _is_softmax(node) or not node.inputs:
+        return ref
+    if node.class_name == "Dense":
+        return node.inputs[0]
+    logits = g.nodes[node.inputs[0].layer]
+    if logits.class_name == "Dense" and logits.get("activation") in (None, "linear") and logits.inputs \
+            and len(g.consumers(logits.name)) == 1:
+        return logits.inputs[0]
+    return node.inputs[0]
 
 
 def _cut_at(g: Graph, ref: Ref, reason: str) -> tuple[Graph, HeadCut]:

@@ -45,6 +45,28 @@ def test_nested_mobilenetv2_with_softmax_classifier(tmp_path: Path) -> None:
     assert "Conv1" in lm.graph.nodes
 
 
+def test_trailing_linear_dense_embedding_is_kept_even_when_wider_than_its_input(tmp_path: Path) -> None:
+    """GAP(16) -> Dense(128, "embedding"): the Dense produces the embedding (no softmax after it)."""
+    k = import_tf_keras()
+    inp = k.Input((16, 16, 3))
+    x = k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(16, 3)(inp))
+    path = save_h5(k.Model(inp, k.layers.Dense(128, name="embedding")(x)), tmp_path / "wide.h5")
+    lm = load_model(path)
+    assert lm.head_cut is None and lm.output_shape == (128,)
+
+
+def test_softmax_classifier_cut_lists_exactly_the_logits_and_the_softmax(tmp_path: Path) -> None:
+    k = import_tf_keras()
+    L = k.layers
+    inp = k.Input((16, 16, 3))
+    x = L.Dense(8, name="embedding")(L.GlobalAveragePooling2D(name="gap")(L.Conv2D(16, 3)(inp)))
+    x = L.Softmax(name="probs")(L.Dense(40, name="logits")(L.BatchNormalization(name="emb_bn")(x)))
+    lm = load_model(save_h5(k.Model(inp, x), tmp_path / "cls.h5"))
+    assert lm.head_cut is not None and lm.output_shape == (8,)
+    assert lm.head_cut.output == "emb_bn" and lm.head_cut.removed_layers == ["logits", "probs"]
+    assert "removed logits, probs" in lm.head_cut.describe()
+
+
 def test_output_layer_and_keep_head(tmp_path: Path) -> None:
     path = save_h5(mobilenetv2_dense(), tmp_path / "mnv2.h5")
     assert load_model(path, LoadOptions(output_layer="embedding")).output_shape == (32,)
