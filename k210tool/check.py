@@ -61,6 +61,8 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
                 raise
             why = exc.message
             rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
+    if opts.rewrite:
+        check_weights_fit(loaded, board, nncase=True)  # what convert refuses before nncase compiles
     result = _nncase_prediction(opts, loaded, board)
     result.fallback = why
     if opts.rewrite and result.fits:

@@ -256,6 +256,7 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
     elif not loaded.is_keras and opts.backend == "k210tool":
         raise InputError(f"k210tool's KPU backend reads Keras models; {loaded.path} is {loaded.format}",
                          "use --backend nncase (or auto)")
+    check_weights_fit(loaded, board, opts.allow_overflow, nncase=True)  # nncase compiles it: before its minutes
     if method in ("minmax", "percentile"):
         raise InputError(f"--calib-method {method} is k210tool's backend's; nncase compiles this model",
                          "use no_clip, l2, kld_m0/1/2 or cdf")
@@ -299,31 +300,34 @@ def _check_input_fits(shape: tuple[int, int, int], board: Board, allow_overflow:
                           "the memory per layer")
 
 
-def check_weights_fit(loaded: LoadedModel, board: Board, allow_overflow: bool = False) -> None:
-    """Refuse, before calibration and compiling, a model whose weights alone cannot fit the board: every
-    weight is at least a byte of the kmodel, which must fit the flash and which the firmware loads whole
-    into RAM (:mod:`k210tool.model.size` keeps this floor below what any compile reaches)."""
+def check_weights_fit(loaded: LoadedModel, board: Board, allow_overflow: bool = False, nncase: bool = False) -> None:
+    """Refuse, before the slow stages, a model whose weights alone cannot fit the board: every weight is at
+    least a byte of the kmodel (four when nncase, which is about to compile it, keeps the layer on the CPU),
+    and the kmodel must fit the flash and is loaded whole into RAM by the firmware. The floor
+    (:mod:`k210tool.model.size`) stays below what the compiler can reach: a model that fits is never refused."""
     if loaded.graph is None:
         return
     from k210tool.model.size import weight_floor
 
-    floor = weight_floor(loaded.graph)
+    floor = weight_floor(loaded.graph, nncase=nncase)
     room = flash_room(board)
-    ram = board.model_memory if not allow_overflow else None
+    ram = None if allow_overflow else board.model_memory
     if floor.bytes <= room and (ram is None or floor.bytes <= ram):
         return
-    most = max(all_firmware().values(), key=lambda f: f.model_memory)
     if ram is not None and floor.bytes > ram:
         where = f"{board.firmware.name} loads the whole kmodel into the {ram / 2**20:.2f} MiB it leaves for a model"
+        most = max(all_firmware().values(), key=lambda f: f.model_memory)
+        if floor.bytes > most.model_memory:
+            where += f"; no K210 firmware leaves that much (the most: {most.name}, {most.model_memory / 2**20:.2f} MiB)"
     else:
         where = f"{board.name} has {room / 2**20:.2f} MiB of flash for models"
-    anywhere = ("; no K210 firmware leaves that much (the most: " f"{most.name}, {most.model_memory / 2**20:.2f} MiB)"
-                if floor.bytes > most.model_memory else "")
+    cpu = (f", nncase keeping {', '.join(floor.cpu[:3])} in float32 on the CPU (more than 1024 channels or a "
+           "kernel the KPU lacks)" if floor.cpu else "")
     raise DoesNotFitError(
-        f"the model's {floor.bytes:,} convolution and dense weights alone make a kmodel of at least "
-        f"{floor.bytes / 2**20:.2f} MiB (one byte each); {where}{anywhere}",
-        f"make the model smaller: its largest layers are {floor.describe_largest()} - fewer filters or units "
-        "there, or a smaller embedding")
+        f"the model's convolution and dense weights alone make a kmodel of at least {floor.bytes / 2**20:.2f} MiB "
+        f"(a byte per weight{cpu}); {where}",
+        f"make the model smaller: its largest layers are {floor.describe_largest()} - fewer filters or units there"
+        + (", at most 1024 channels a layer" if floor.cpu else ""))
 
 
 def _inputs(opts: ConvertOptions) -> list[Path | str | None]:

@@ -10,6 +10,9 @@ flash and the RAM the model needs. The floor is kept below what either compiler 
 - a chain of linear 1x1 convolutions / dense layers may be multiplied out into fewer weights (k210tool's
   backend merges back-to-back linear dense layers of the embedding): such a chain counts the cheapest way
   of merging it (``in x out`` for each merged run).
+
+Once the KPU backend has declined a model, nncase compiles it, and nncase's own rules give a higher floor
+(``nncase=True``): layers its K210 target never puts on the KPU keep float32 weights, and it merges nothing.
 """
 
 from __future__ import annotations
@@ -27,24 +30,30 @@ _PASS_THROUGH = {"BatchNormalization", "Flatten", "Reshape", "Dropout", "Gaussia
 @dataclass
 class WeightFloor:
     bytes: int
-    largest: list[tuple[str, int]] = field(default_factory=list)  # (layer, weights) biggest first
+    largest: list[tuple[str, int]] = field(default_factory=list)  # (layer, bytes) biggest first
+    cpu: list[str] = field(default_factory=list)  # layers nncase keeps in float32 (nncase=True)
 
     def describe_largest(self, n: int = 3) -> str:
         """The biggest layers (those with at least a tenth of the biggest one's weights)."""
         top = self.largest[0][1] if self.largest else 0
         shown = [(name, c) for name, c in self.largest[:n] if c * 10 >= top]
-        return ", ".join(f"{name} ({c / 1e6:.2f} M weights)" for name, c in shown)
+        return ", ".join(f"{name} ({c / 2**20:.2f} MiB)" for name, c in shown)
 
 
-def weight_floor(g: Graph) -> WeightFloor:
-    """The fewest bytes of weights any kmodel of ``g`` can hold."""
-    counts = {node.name: _kernel_count(node) for node in g}
-    child = {node.name: _chain_child(g, node) for node in g if _is_dense(node)}
+def weight_floor(g: Graph, nncase: bool = False) -> WeightFloor:
+    """The fewest bytes of weights any kmodel of ``g`` can hold; with ``nncase``, any kmodel nncase 1.9 makes:
+    a convolution its K210 target never gives the KPU (more than 1024 input or output channels, a kernel
+    other than 1x1/3x3, dilation, groups that are not depthwise) keeps float32 weights, 4 bytes each
+    (``modules/k210/src/transforms/k210/fake_kpu_conv2d.cpp``, ``kpu_utils.h``)."""
+    cpu = [node.name for node in g if nncase and _never_on_kpu(node)]
+    counts = {node.name: _kernel_count(node) * (4 if node.name in cpu else 1) for node in g}
+    # nncase multiplies no layers out (the one such pass of 1.9, fold_1x1_conv2d_depthwise_conv2d, is not run)
+    child = {} if nncase else {node.name: _chain_child(g, node) for node in g if _is_dense(node)}
     has_parent = {c.name for c in child.values() if c is not None}
     total = 0
     chained: set[str] = set()
     for name, nxt in child.items():
-        if name in has_parent:
+        if name in has_parent or nxt is None:  # a chain of one is counted as a layer
             continue
         chain = [g.nodes[name]]
         while nxt is not None and nxt.name not in chained and nxt not in chain:
@@ -54,7 +63,7 @@ def weight_floor(g: Graph) -> WeightFloor:
         total += _cheapest_merge([_in_out(n) for n in chain])
     total += sum(c for name, c in counts.items() if name not in chained)
     largest = sorted(((n, c) for n, c in counts.items() if c), key=lambda t: -t[1])
-    return WeightFloor(int(total), largest)
+    return WeightFloor(int(total), largest, [n for n in cpu if n not in chained])
 
 
 def _kernel_count(node: Node) -> int:
@@ -66,6 +75,23 @@ def _kernel_count(node: Node) -> int:
     if kind == "SeparableConv2D" and len(node.weights) > 1:
         return int(np.prod(node.weights[1].shape))  # the pointwise part
     return 0
+
+
+def _never_on_kpu(node: Node) -> bool:
+    """nncase 1.9 keeps this layer off the KPU whatever the map sizes (its channel and kernel conditions)."""
+    if node.class_name not in ("Conv2D", "Dense") or not node.weights:
+        return False
+    shape = node.weights[0].shape
+    cin, cout = int(shape[-2]), int(shape[-1])
+    groups = int(node.get("groups", 1) or 1)
+    if cin * groups > 1024 or cout > 1024:
+        return True
+    if node.class_name == "Dense":
+        return False
+    kh, kw = int(shape[0]), int(shape[1])
+    dilation = node.get("dilation_rate", 1)
+    dilated = any(int(d) != 1 for d in (dilation if isinstance(dilation, (list, tuple)) else (dilation,)))
+    return kh != kw or kh not in (1, 3) or dilated or groups not in (1, cin * groups)
 
 
 def _is_dense(node: Node) -> bool:

@@ -113,6 +113,16 @@ def test_strided_writes_become_a_concat_only_when_they_tile_a_map():
         Views(0).write(parent, (2, 2), (4, 2), 4, "op e")  # every other element: no dense parent
 
 
+def test_the_dense_map_around_a_strided_view():
+    from k210tool.compile.kmodel.views import parent_shape
+
+    assert parent_shape((1, 32, 31, 3), (3072, 96, 3, 1)) == (1, 32, 32, 3)  # columns 0..30 of a 32x32 image
+    assert parent_shape((1, 64, 1, 1), (1024, 16, 4, 1)) == (1, 64, 4, 4)  # pixel (0, 0) of 4x4 KPU maps
+    assert parent_shape((1, 1, 1, 64), (1, 1, 64, 1)) == (1, 1, 1, 64)  # size-1 strides that mean nothing
+    assert parent_shape((2, 1, 3), (10, 7, 1)) == (2, 1, 10)
+    assert parent_shape((2, 2), (4, 2)) is None  # every other element: no dense map has it as a corner
+
+
 def test_op_without_v4_form_names_the_op_its_layer_and_the_fix(compiled):
     data = compiled.kmodel("tiny_softmax")
     where = [layer.op for layer in read_kmodel(data).layers].index("softmax")
