@@ -3,8 +3,8 @@
 (so activations and quantization ranges look like a trained network's); tf_keras, saved as legacy .h5.
 
 - ``mobilefacenet_e6``: MobileFaceNet with every bottleneck expanded 6x, PReLU, a GDConv, Dense 256 embedding.
-- ``mobilenetv2``: keras.applications MobileNetV2, GlobalAveragePooling, Dense 512 embedding, softmax classifier
-  (a training head, to be cut).
+- ``mobilenetv2``: keras.applications MobileNetV2, GlobalAveragePooling, Dense 512 embedding (64 in the small
+  form), softmax classifier (a training head, to be cut).
 - ``efficientnet_lite``: EfficientNet-lite0's MBConv stages (5x5 depthwise convs, 1152-channel expansions)
   with swish, GAP, Dense 128; ``efficientnet_lite_relu6``: ReLU6 and a last stage of 160 channels (960 expanded).
 - ``resnet``: basic residual blocks whose stride-2 shortcuts are 1x1 stride-2 convs, GAP, Dense 128.
@@ -74,7 +74,7 @@ def _mobilenetv2(k: Any, full: bool) -> Any:
     base = k.applications.MobileNetV2(input_shape=(size, size, 3), alpha=0.5 if full else 0.35, include_top=False,
                                       weights=None)
     x = k.layers.GlobalAveragePooling2D(name="gap")(base.output)
-    x = k.layers.Dense(512, name="embedding")(x)
+    x = k.layers.Dense(512 if full else 64, name="embedding")(x)  # small: 1280 x 512 float32 weights do not fit
     x = k.layers.BatchNormalization(name="embedding_bn")(x)
     out = k.layers.Dense(1000 if full else 50, activation="softmax", name="classifier")(x)
     return k.Model(base.input, out, name="mobilenetv2_face")
