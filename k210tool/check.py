@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.boards import Board, get_board
-from k210tool.convert import check_weights_fit, choose_kmodel_version, flash_room
+from k210tool.convert import choose_kmodel_version, flash_room, refuse_what_cannot_fit
 from k210tool.errors import InputError
 from k210tool.model.lint import CheckResult, LayerPlacement, estimate_memory, predict, suggestions_for
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
@@ -44,7 +44,7 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
     if loaded.graph is None:
         raise InputError(f"{opts.model} is a {loaded.format} file: check reads Keras models",
                          "check the Keras model, or convert the file and use `k210tool inspect`")
-    check_weights_fit(loaded, board)  # what convert refuses before compiling
+    refuse_what_cannot_fit(loaded, board)  # what convert refuses before compiling
     if opts.rewrite:
         from k210tool.model.rewrite import RewriteOptions, rewrite_loaded
 
@@ -62,7 +62,7 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
             why = exc.message
             rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
     if opts.rewrite:
-        check_weights_fit(loaded, board, nncase=True)  # what convert refuses before nncase compiles
+        refuse_what_cannot_fit(loaded, board, nncase=True)  # what convert refuses before nncase compiles
     result = _nncase_prediction(opts, loaded, board)
     result.fallback = why
     if opts.rewrite and result.fits:

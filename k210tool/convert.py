@@ -183,7 +183,7 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
     _check_input_fits(loaded.input_shape, board, opts.allow_overflow)
-    check_weights_fit(loaded, board, opts.allow_overflow)
+    refuse_what_cannot_fit(loaded, board, opts.allow_overflow)
     pre = make_preprocess(opts, loaded.input_shape)
     with rep.stage("calibration data"):
         calib, calib_desc = calibration_images(opts.calibration, pre, rep)
@@ -256,7 +256,7 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
     elif not loaded.is_keras and opts.backend == "k210tool":
         raise InputError(f"k210tool's KPU backend reads Keras models; {loaded.path} is {loaded.format}",
                          "use --backend nncase (or auto)")
-    check_weights_fit(loaded, board, opts.allow_overflow, nncase=True)  # nncase compiles it: before its minutes
+    refuse_what_cannot_fit(loaded, board, opts.allow_overflow, nncase=True)  # nncase compiles it: before its minutes
     if method in ("minmax", "percentile"):
         raise InputError(f"--calib-method {method} is k210tool's backend's; nncase compiles this model",
                          "use no_clip, l2, kld_m0/1/2 or cdf")
@@ -300,15 +300,24 @@ def _check_input_fits(shape: tuple[int, int, int], board: Board, allow_overflow:
                           "the memory per layer")
 
 
-def check_weights_fit(loaded: LoadedModel, board: Board, allow_overflow: bool = False, nncase: bool = False) -> None:
-    """Refuse, before the slow stages, a model whose weights alone cannot fit the board: every weight is at
-    least a byte of the kmodel (four when nncase, which is about to compile it, keeps the layer on the CPU),
-    and the kmodel must fit the flash and is loaded whole into RAM by the firmware. The floor
-    (:mod:`k210tool.model.size`) stays below what the compiler can reach: a model that fits is never refused."""
+def refuse_what_cannot_fit(loaded: LoadedModel, board: Board, allow_overflow: bool = False, nncase: bool = False) -> None:
+    """Refuse, before the slow stages, a model that cannot fit the board: its weights alone (every weight is at
+    least a byte of the kmodel, four when nncase, about to compile it, keeps the layer on the CPU; the kmodel
+    must fit the flash and is loaded whole into RAM by the firmware), and, for nncase, the KPU RAM of the
+    biggest layer it gives the KPU. The floors (:mod:`k210tool.model.size`) stay below what the compiler can
+    reach: a model that fits is never refused."""
     if loaded.graph is None:
         return
-    from k210tool.model.size import weight_floor
+    from k210tool.model.size import KPU_RAM, nncase_kpu_ram, weight_floor
 
+    worst = nncase_kpu_ram(loaded.graph) if nncase else None
+    if worst is not None and worst[2] > KPU_RAM:
+        name, what, need = worst
+        raise DoesNotFitError(
+            f"layer {name!r} ({what}) would run on the KPU with its input and output maps in KPU RAM: at least "
+            f"{need / 2**20:.2f} MiB of the K210's {KPU_RAM / 2**20:.0f} MiB (nncase, which compiles what "
+            "k210tool's backend cannot, would run out of KPU memory after minutes)",
+            f"fewer channels (or a smaller input) for {name!r}, so its two maps fit 2 MiB")
     floor = weight_floor(loaded.graph, nncase=nncase)
     room = flash_room(board)
     ram = None if allow_overflow else board.model_memory

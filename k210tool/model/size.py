@@ -1,4 +1,7 @@
-"""A floor on a model's kmodel size, from its weights alone: checked before any slow stage.
+"""Floors on what a model needs on the K210, from its layers alone: checked before any slow stage.
+
+:func:`weight_floor`: the kmodel's size. :func:`nncase_kpu_ram` (below): the KPU RAM a layer nncase
+gives the KPU needs.
 
 Every convolution and dense weight becomes at least one byte of the kmodel file (uint8 on the KPU, float32
 on the CPU), and the firmware reads the whole file into RAM, so ``weights`` bytes is a floor of both the
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from k210tool.model.graph import Graph, Node
+from k210tool.model.graph import Graph, Node, Ref
 
 _PASS_THROUGH = {"BatchNormalization", "Flatten", "Reshape", "Dropout", "GaussianNoise", "GaussianDropout",
                  "SpatialDropout1D", "SpatialDropout2D", "AlphaDropout", "Permute", "InputLayer"}
@@ -136,3 +139,55 @@ def _cheapest_merge(dims: list[tuple[int, int]]) -> int:
     for j in range(len(dims)):
         best[j + 1] = min(best[i] + dims[i][0] * dims[j][1] for i in range(j + 1))
     return best[-1]
+
+
+KPU_RAM = 2 * 1024 * 1024
+
+
+def nncase_kpu_ram(g: Graph) -> tuple[str, str, int] | None:
+    """The layer nncase 1.9 would put on the KPU whose maps need the most KPU RAM: (layer, what, bytes).
+
+    nncase gives the KPU every 1x1/3x3 convolution with at most 1024 channels and a map of 4..256 x 4..512
+    (``fake_kpu_conv2d``), whatever the RAM; its input and output maps are in KPU RAM together, in the row
+    layout. It runs a depthwise conv at stride 1 and slices afterwards (only a dense stride-2 conv folds into
+    the KPU's 2x2 pool), so a depthwise output has its input's height and width. Counted from the maps before
+    nncase's padding: a floor. None when no layer qualifies."""
+    from k210tool.compile.kmodel.layout import kpu_bytes
+
+    worst: tuple[str, str, int] | None = None
+    for node in g:
+        shapes = _kpu_conv_maps(g, node)
+        if shapes is None:
+            continue
+        (h, w, cin), (oh, ow, cout) = shapes
+        need = kpu_bytes(cin, h, w) + kpu_bytes(cout, oh, ow)
+        if worst is None or need > worst[2]:
+            what = f"{node.class_name} on {h}x{w}x{cin} -> {oh}x{ow}x{cout}"
+            worst = (node.name, what, need)
+    return worst
+
+
+def _kpu_conv_maps(g: Graph, node: Node) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """(input h, w, c), (KPU output h, w, c) of a convolution nncase surely gives the KPU, else None."""
+    if node.class_name not in ("Conv2D", "DepthwiseConv2D") or not node.weights or not node.inputs:
+        return None
+    shape_in, shape_out = g.full_shape(node.inputs[0]), g.full_shape(Ref(node.name, 0))
+    if not shape_in or not shape_out or len(shape_in) != 4 or len(shape_out) != 4 or None in shape_in[1:]:
+        return None
+    h, w, cin = (int(d) for d in shape_in[1:])
+    cout = int(shape_out[3])
+    kernel = node.weights[0].shape
+    depthwise = node.class_name == "DepthwiseConv2D"
+    if depthwise and cout != cin:  # a depth multiplier: not nncase's depthwise
+        return None
+    groups = int(node.get("groups", 1) or 1)
+    dilation = node.get("dilation_rate", 1)
+    if (kernel[0] != kernel[1] or kernel[0] not in (1, 3) or max(cin, cout) > 1024 or groups not in (1, cin)
+            or any(int(d) != 1 for d in (dilation if isinstance(dilation, (list, tuple)) else (dilation,)))
+            or not (4 <= h and h + 2 <= 256 and 4 <= w and w + 2 <= 512)):
+        return None
+    strides = node.get("strides", 1)
+    strided = any(int(s) != 1 for s in (strides if isinstance(strides, (list, tuple)) else (strides,)))
+    if depthwise or groups == cin > 1 or not strided:
+        return (h, w, cin), (h, w, cout)
+    return (h, w, cin), (h // 2, w // 2, cout)  # the 2x2 pool of a dense stride-2 conv

@@ -51,3 +51,21 @@ def test_nncase_keeps_kernels_the_kpu_lacks_in_float32() -> None:
     assert weight_floor(g).bytes == 600 + 576 + 288 + 72 + 32
     nn = weight_floor(g, nncase=True)
     assert nn.bytes == 4 * (600 + 576 + 288) + 72 + 32 and nn.cpu == ["five", "dilated", "grouped"]
+
+
+def test_the_kpu_ram_of_the_biggest_layer_nncase_gives_the_kpu() -> None:
+    from k210tool.model.graph import annotate_shapes
+    from k210tool.model.size import KPU_RAM, nncase_kpu_ram
+
+    k = import_tf_keras()
+    L = k.layers
+    inp = k.Input((56, 56, 8))
+    x = L.Conv2D(1100, 1, name="wide")(inp)  # more than 1024 channels (3.9 MB in KPU rows): the CPU's
+    x = L.Conv2D(384, 1, name="narrow")(x)  # reads 1100 channels: the CPU's too
+    x = L.DepthwiseConv2D(3, 2, padding="same", name="dw")(x)  # nncase: stride 1 on the KPU, 56x56 out
+    x = L.Conv2D(64, 3, 2, padding="same", name="dense_s2")(x)  # its 2x2 pool: 28x28x384 -> 14x14x64
+    model = k.Model(inp, x)
+    g = graph_from_model(model)
+    annotate_shapes(g, model)
+    name, what, need = nncase_kpu_ram(g)
+    assert (name, what) == ("dw", "DepthwiseConv2D on 56x56x384 -> 56x56x384") and need == 2 * 384 * 56 * 64 > KPU_RAM
