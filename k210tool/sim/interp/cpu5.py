@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import MemoryRange, Op
-from k210tool.compile.kmodel.stackvm import i32
+from k210tool.compile.kmodel.stackvm import i32, reduced_shape
 from k210tool.errors import InputError
 from k210tool.sim.interp import jit
+from k210tool.sim.interp import reduce as red
 from k210tool.sim.interp.kpu import parallel, threads
 from k210tool.sim.interp.memory import v5_dtype
 
@@ -273,9 +274,6 @@ def build_copy(op: Op) -> Step:
 
 
 def build_reduce(op: Op) -> Step:
-    from k210tool.compile.kmodel.stackvm import reduced_shape
-    from k210tool.sim.interp import reduce as red
-
     a = op.args
     if a["datatype"] != 9:
         raise UnsupportedOp(f"reduce on datatype {a['datatype']} (the interpreter reduces float32)")
@@ -297,18 +295,14 @@ def build_reduce(op: Op) -> Step:
 
 
 def build_reduce_window2d(op: Op) -> Step:
-    from k210tool.sim.interp import reduce as red
-
     a = op.args
     if a["datatype"] != 9:
         raise UnsupportedOp(f"reduce_window2d on datatype {a['datatype']}")
     shape = tuple(a["in_shape"])
     if len(shape) != 4:
         raise UnsupportedOp(f"reduce_window2d of a rank-{len(shape)} tensor")
-    geometry = dict(op=int(a["reduce_op"]), init=a["init_value"], kernel=(a["filter_h"], a["filter_w"]),
-                    stride=(a["stride_h"], a["stride_w"]), dilation=(a["dilation_h"], a["dilation_w"]),
-                    pads=(*a["padding_h"][:2], *a["padding_w"][:2]),
-                    clamp=(a["fused_clamp_low"], a["fused_clamp_high"]))
+    geometry = red.window_args(a, (*a["padding_h"][:2], *a["padding_w"][:2]),
+                               (a["fused_clamp_low"], a["fused_clamp_high"]))
 
     def step(mem: Any) -> None:
         x = _t(mem, a["input"], shape, a["in_strides"], np.dtype(F32))

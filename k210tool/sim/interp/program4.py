@@ -305,9 +305,7 @@ def _reduce_window2d(op: Op) -> Step:
     from k210tool.sim.interp import reduce as red
 
     a = op.args
-    geometry = dict(op=int(a["reduce_op"]), init=a["init_value"], kernel=(a["filter_h"], a["filter_w"]),
-                    stride=(a["stride_h"], a["stride_w"]), dilation=(a["dilation_h"], a["dilation_w"]),
-                    pads=(*a["padding_h"], *a["padding_w"]), clamp=tuple(a["fused_activation"]))
+    geometry = red.window_args(a, (*a["padding_h"], *a["padding_w"]), tuple(a["fused_activation"]))
 
     def step(pools: dict) -> None:
         x = _t(pools, a["input"], a["in_shape"], np.dtype(F32))

@@ -44,6 +44,13 @@ def _pick(acc: np.ndarray, v: np.ndarray, op: int) -> np.ndarray:
     return np.where(v < acc, v, acc) if op == REDUCE_MIN else np.where(acc < v, v, acc)
 
 
+def window_args(a: dict, pads: tuple[int, int, int, int], clamp: tuple[float, float]) -> dict:
+    """:func:`window2d`'s keyword arguments from a reduce_window2d op's fields (the same names in v4 and v5)."""
+    return {"op": int(a["reduce_op"]), "init": a["init_value"], "kernel": (a["filter_h"], a["filter_w"]),
+            "stride": (a["stride_h"], a["stride_w"]), "dilation": (a["dilation_h"], a["dilation_w"]),
+            "pads": pads, "clamp": clamp}
+
+
 def window2d(x: np.ndarray, op: int, init: float, kernel: tuple[int, int], stride: tuple[int, int],
              dilation: tuple[int, int], pads: tuple[int, int, int, int], clamp: tuple[float, float]) -> np.ndarray:
     """``reduce_window2d`` on ``x`` (M, N, C, H, W) float32: (M, N, C, OH, OW), the same in both runtimes."""
