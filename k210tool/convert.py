@@ -314,9 +314,9 @@ def refuse_what_cannot_fit(loaded: LoadedModel, board: Board, allow_overflow: bo
     if worst is not None and worst[2] > KPU_RAM:
         name, what, need = worst
         raise DoesNotFitError(
-            f"layer {name!r} ({what}) would run on the KPU with its input and output maps in KPU RAM: at least "
-            f"{need / 2**20:.2f} MiB of the K210's {KPU_RAM / 2**20:.0f} MiB (nncase, which compiles what "
-            "k210tool's backend cannot, would run out of KPU memory after minutes)",
+            f"the model does not fit the K210's {KPU_RAM / 2**20:.0f} MiB of KPU RAM: layer {name!r} ({what}) would "
+            f"run on the KPU with its input and output maps there, at least {need / 2**20:.2f} MiB (nncase, which "
+            "compiles what k210tool's backend cannot, would run out of KPU memory after minutes)",
             f"fewer channels (or a smaller input) for {name!r}, so its two maps fit 2 MiB")
     floor = weight_floor(loaded.graph, nncase=nncase)
     room = flash_room(board)
@@ -333,8 +333,8 @@ def refuse_what_cannot_fit(loaded: LoadedModel, board: Board, allow_overflow: bo
     cpu = (f", nncase keeping {', '.join(floor.cpu[:3])} in float32 on the CPU (more than 1024 channels or a "
            "kernel the KPU lacks)" if floor.cpu else "")
     raise DoesNotFitError(
-        f"the model's convolution and dense weights alone make a kmodel of at least {floor.bytes / 2**20:.2f} MiB "
-        f"(a byte per weight{cpu}); {where}",
+        f"the model does not fit {board.id}: its convolution and dense weights alone make a kmodel of at least "
+        f"{floor.bytes / 2**20:.2f} MiB (a byte per weight{cpu}); {where}",
         f"make the model smaller: its largest layers are {floor.describe_largest()} - fewer filters or units there"
         + (", at most 1024 channels a layer" if floor.cpu else ""))
 
