@@ -23,7 +23,7 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.option("--backend", type=click.Choice(["auto", "k210tool", "nncase"]), default="auto", show_default=True,
               help="As convert's --backend.")
 @click.option("--compile", "do_compile", is_flag=True,
-              help="nncase's view: also compile with nncase (random calibration) and show its measured figures.")
+              help="With --no-rewrite (nncase's view): also compile with nncase and show its measured figures.")
 @click.option("--all-layers", is_flag=True, help="List every layer, not only those off the KPU.")
 @model_load_options
 @common_options
@@ -35,7 +35,10 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
     \b
     With k210tool's KPU backend (the default for the models it can express) the kmodel is generated for real
     on synthetic faces, in seconds: the figures are a kmodel's, only its calibration images differ from
-    yours. Otherwise nncase's compile is predicted (--compile runs it). Exit code 2 when it cannot fit.
+    yours. Otherwise nncase's placement is predicted per layer and, when the prediction fits, nncase compiles
+    it as convert would (the board's kmodel version): the figures are that kmodel's, and what convert would
+    stop on (an op with no kmodel v4 form) is an error here too. A model too big for the board is refused
+    before any compile, as convert refuses it. Exit code 2 when it cannot fit or convert would refuse it.
 
     \b
     Examples:
