@@ -23,7 +23,8 @@ from k210tool.cli.convert import load_options_from, model_load_options
 @click.option("--backend", type=click.Choice(["auto", "k210tool", "nncase"]), default="auto", show_default=True,
               help="As convert's --backend.")
 @click.option("--compile", "do_compile", is_flag=True,
-              help="With --no-rewrite (nncase's view): also compile with nncase and show its measured figures.")
+              help="Also compile with nncase where check does not already (--no-rewrite, or a prediction that does "
+                   "not fit) and show nncase's measured figures.")
 @click.option("--all-layers", is_flag=True, help="List every layer, not only those off the KPU.")
 @model_load_options
 @common_options
