@@ -405,7 +405,16 @@ class _Stackvm:
                 raise PlanError(f"{op.name}: an activation on split channels on the CPU")
             slopes = np.where(out_src >= 0, op.act.slopes[np.where(out_src >= 0, out_src, 0)], 1.0)
             self._prelu(y, slopes)
+            self._clip(y, op.act.clip)
         return y
+
+    def _clip(self, y: _FloatMap, top: float | None) -> None:
+        """y = min(y, top), in place (a ReLU6's clip where the convolution's fused clamp did not apply it)."""
+        if top is None:
+            return
+        c, h, w = y.shape
+        buf = MemoryRange(V5_DATA, F32, y.start, c * h * w * 4)
+        self._binary("min", buf, (1, c, h, w), self._const(np.full(1, top)), (1, 1, 1, 1), buf, (1, c, h, w))
 
     def _prelu(self, y: _FloatMap, slopes: np.ndarray) -> None:
         """y += (slope - 1) * min(y, 0), channel by channel, in place."""
@@ -463,6 +472,7 @@ class _Stackvm:
         y = _FloatMap(out.start, (c, h, w), np.arange(c), np.ones(c), np.zeros(c), c)
         if op.act.kind != "linear":
             self._prelu(y, op.act.slopes)
+            self._clip(y, op.act.clip)
         return y
 
 
