@@ -401,7 +401,9 @@ def place(plan: NetPlan) -> int:
     count = 0
     for op in plan.ops:
         if isinstance(op, Add):
-            ok = op.a in on_kpu and op.b in on_kpu and _kpu_clip(op.act)
+            # the KPU adds with one layer reading both operands: at most 1024 channels together
+            ok = op.a in on_kpu and op.b in on_kpu and _kpu_clip(op.act) and \
+                2 * plan.shapes[op.dst][0] <= KPU_MAX_CHANNELS
         else:
             ok = op.src in on_kpu and kpu_conv_problem(op, plan.shapes[op.src]) is None
         if not ok:

@@ -199,8 +199,9 @@ def _region(plan: NetPlan, head: Conv, mids: list[Conv], tail: Op | None) -> Reg
         return None
     assert isinstance(tail, Conv)
     width = plan.shapes[tail.dst][2]
-    if tail.out_channels % row_layout(width).groups or not _kpu_clip(tail.act):
-        return None  # the KPU adds need whole row blocks; a clip they cannot apply
+    if tail.out_channels % row_layout(width).groups or 2 * tail.out_channels > KPU_MAX_CHANNELS \
+            or not _kpu_clip(tail.act):
+        return None  # the KPU adds read both operands whole, in row blocks, and apply ReLU6's clip only
     return Region(head, tuple(mids), tail)
 
 

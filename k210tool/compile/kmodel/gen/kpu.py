@@ -254,7 +254,7 @@ class KpuBuilder:
             if opts[1].scale > opts[0].scale * ORIENT_TOLERANCE:
                 opts = opts[:1]
             options.append(opts)
-        groups: list[Group] = pack(options, align, free)
+        groups: list[Group] = pack(options, align, free, KPU_MAX_CHANNELS)
         order: list[int] = []
         chosen: list[Option | None] = []
         for g in groups:
