@@ -111,12 +111,12 @@ def conv_nhwc(x: np.ndarray, op: Conv) -> np.ndarray:
     """``op`` (before its activation) on NHWC values ``x``, in float64."""
     t, b, le, r = op.pad
     x = np.pad(x, ((0, 0), (t, b), (le, r), (0, 0)))
-    k, s = op.kernel, op.stride
-    oh, ow = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
     w = np.asarray(op.weights, np.float64)
+    kh, kw, s = w.shape[2], w.shape[3], op.stride
+    oh, ow = (x.shape[1] - kh) // s + 1, (x.shape[2] - kw) // s + 1
     out = np.zeros((x.shape[0], oh, ow, w.shape[0]))
-    for i in range(k):
-        for j in range(k):
+    for i in range(kh):
+        for j in range(kw):
             patch = x[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :]
             out += patch * w[:, 0, i, j] if op.depthwise else patch @ w[:, :, i, j].T
     return out + np.asarray(op.bias, np.float64)

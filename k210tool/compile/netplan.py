@@ -320,9 +320,7 @@ class _Reader:
 
     def _gap(self, node: Node) -> None:
         c, h, w = self.shape(node.inputs[0].layer) if self.g.full_shape(node.inputs[0]) else (0, 0, 0)
-        weights = np.full((c, 1, h, w), 1.0 / (h * w))
-        if h != w:
-            raise PlanError(f"layer {node.name!r}: global pooling of a non-square {h}x{w} map")
+        weights = np.full((c, 1, h, w), 1.0 / (h * w))  # an h x w kernel: the mean, on the CPU
         conv = Conv(node.name, self.tensor_of(node.inputs[0]), node.name, weights, np.zeros(c), True, 1,
                     (0, 0, 0, 0), Act.linear(c))
         self.done.add(node.name)
@@ -419,6 +417,8 @@ def kpu_conv_problem(op: Conv, in_shape: tuple[int, int, int]) -> str | None:
     c, h, w = in_shape
     k, s = op.kernel, op.stride
     half = (k - 1) // 2
+    if op.weights.shape[-2] != k:
+        return f"{op.weights.shape[-2]}x{k} kernel (the KPU runs 1x1 and 3x3)"
     if k not in (1, 3):
         return f"{k}x{k} kernel (the KPU runs 1x1 and 3x3)"
     if op.pad != (half,) * 4:

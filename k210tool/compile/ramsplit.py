@@ -100,7 +100,7 @@ def _blocks(plan: NetPlan) -> list[Block]:
     adjacent: list[tuple[str, str]] = []
     for step, op in enumerate((op for op in plan.ops if op.kpu), start=1):
         if isinstance(op, Add):
-            late, early = (op.a, op.b) if order.index(op.a) > _index(order, op.b) else (op.b, op.a)
+            late, early = (op.a, op.b) if _index(order, op.a) > _index(order, op.b) else (op.b, op.a)
             adjacent.append((late, early))
             read = late
         else:

@@ -77,3 +77,29 @@ def test_the_kmodel_computes_the_float_network(built: tuple) -> None:
     ref = np.asarray(model(pre.normalize(images), training=False)).reshape(len(images), -1)
     cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.mean() > 0.99 and cos.min() > 0.98, cos
+
+
+def test_global_pooling_of_a_non_square_map() -> None:
+    from k210tool.tfutil import import_tf_keras
+
+    k = import_tf_keras()
+    k.utils.set_random_seed(1)
+    L = k.layers
+    inp = k.Input((24, 32, 3))
+    x = L.ReLU(6.0)(L.Conv2D(16, 3, 2, padding="same")(inp))
+    x = L.ReLU(6.0)(L.DepthwiseConv2D(3, 2, padding="same")(x))
+    x = L.ReLU(6.0)(L.Conv2D(32, 1)(x))
+    model = k.Model(inp, L.Dense(16)(L.GlobalAveragePooling2D()(x)))
+    graph = graph_from_model(model)
+    annotate_shapes(graph, model)
+    pre = Preprocess(height=24, width=32)
+    lowered = rewrite(graph, model, None, RewriteOptions())
+    res = compile_kpu(lowered.model, lowered.graph, pre, _faces(200, 8, pre))
+    gap = next(op for op in res.plan.ops if op.name.startswith("global_average_pooling2d"))
+    assert not gap.kpu and gap.weights.shape == (32, 1, 6, 8)  # a 6x8 kernel on the CPU, not a 1x1 on the KPU
+    images = _faces(300, 4, pre)
+    ours = NumpyEngine(res.kmodel).run(images)[0]
+    assert np.array_equal(NncaseEngine(res.kmodel).run(images)[0], ours)
+    ref = np.asarray(model(pre.normalize(images), training=False))
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99, cos

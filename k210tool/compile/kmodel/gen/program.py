@@ -380,8 +380,8 @@ class _Stackvm:
             w_eff = w[:, take] * x.a.reshape(1, -1, 1, 1)
             b_eff = bias + (w[:, take].reshape(w.shape[0], s, -1).sum(axis=2) * x.b).sum(axis=1)
             groups, out_src = 1, np.arange(op.out_channels)
-        oh = (hh + pad[0] + pad[1] - op.kernel) // op.stride + 1
-        ow = (ww + pad[2] + pad[3] - op.kernel) // op.stride + 1
+        oh = (hh + pad[0] + pad[1] - w.shape[-2]) // op.stride + 1  # kernels may be h x w (global pooling)
+        ow = (ww + pad[2] + pad[3] - w.shape[-1]) // op.stride + 1
         oc = w_eff.shape[0]
         out = self._buffer(oc * oh * ow * 4)
         wr, br = self._const(w_eff), self._const(b_eff)
