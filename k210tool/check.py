@@ -78,6 +78,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
     from k210tool.compile.kmodel.footprint import census, footprint
     from k210tool.compile.kpu_backend import compile_kpu
+    from k210tool.compile.ramsplit import layer_need
     from k210tool.preprocess import Preprocess
     from k210tool.train.data.synthetic import identity_images
 
@@ -99,6 +100,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
             row = per_op.get(op.name, {"layers": 0, "macs": 0, "weights": 0})
             reason = f"{row['layers']} KPU layer{'s' if row['layers'] != 1 else ''}" + (
                 f" ({op.act.kind}: per-channel slopes in the KPU's activation tables)" if op.act.kind == "prelu" else "")
+            reason += f"; input + output maps {layer_need(res.plan, op) / 2**20:.2f} of 2 MiB KPU RAM at most"
             layers.append(LayerPlacement(op.name, type(op).__name__, "KPU", reason, [None, *shape], row["weights"],
                                          row["macs"]))
         else:

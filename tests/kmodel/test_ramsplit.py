@@ -105,6 +105,10 @@ def test_check_reports_the_split(tmp_path: Path, capsys: pytest.CaptureFixture[s
     r = json.loads(run.out)
     assert r["backend"] == "k210tool" and r["kpu"]["kpu_ram_peak"] <= KPU_RAM
     assert [s.split(":")[0] for s in r["kpu"]["splits"]] == ["expand -> depthwise -> project"]
+    needs = {p["layer"]: float(p["reason"].split("input + output maps ")[1].split()[0]) for p in r["layers"]
+             if p["placement"] == "KPU"}
+    assert needs["depthwise[0:128]"] == 1.5  # 128 channels in, stored as 256 (PReLU before a dense layer) out
+    assert max(needs.values()) <= 2.0
 
 
 def test_check_and_convert_refuse_what_cannot_be_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
