@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, kmodel_cosines, run_cli
 from model_factory import save_h5, too_wide_for_kpu_ram, wide_bottleneck
 
 from k210tool.compile.kmodel import read_kmodel
@@ -91,10 +91,7 @@ def test_simulator_and_interpreter_agree_bit_for_bit(built: tuple) -> None:
 
 def test_the_kmodel_computes_the_float_network(built: tuple) -> None:
     res, pre, model = built
-    images = _faces(500, 8, pre)
-    ours = NumpyEngine(res.kmodel).run(images)[0].reshape(len(images), -1)
-    ref = np.asarray(model(pre.normalize(images), training=False)).reshape(len(images), -1)
-    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    cos = kmodel_cosines(res.kmodel, model, pre, _faces(500, 8, pre))
     assert cos.mean() > 0.99 and cos.min() > 0.98, cos
 
 
