@@ -49,19 +49,23 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
 
         with rep.stage("lowering"):
             rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate), rep)
-    why = None
+    why = refused = None
     if opts.rewrite and opts.backend in ("auto", "k210tool"):
-        from k210tool.compile.netplan import PlanError
+        from k210tool.compile.netplan import KpuRamError, PlanError
 
         try:
             return _backend_check(opts, loaded, board, rep)
         except PlanError as exc:
             if opts.backend == "k210tool":
                 raise
-            why = exc.message
-            rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
+            if isinstance(exc, KpuRamError):  # nncase fails on it too: the layer and the fix, not a prediction
+                refused = str(exc)
+            else:
+                why = exc.message
+                rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
     result = _nncase_prediction(opts, loaded, board)
     result.fallback = why
+    result.refused = refused
     if opts.compile:
         result.measured = _measure(loaded, rep)
         result.fits_memory = result.measured["memory_total"] <= board.model_memory
@@ -74,6 +78,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
     from k210tool.compile.kmodel.footprint import census, footprint
     from k210tool.compile.kpu_backend import compile_kpu
+    from k210tool.compile.ramsplit import layer_need
     from k210tool.preprocess import Preprocess
     from k210tool.train.data.synthetic import identity_images
 
@@ -95,6 +100,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
             row = per_op.get(op.name, {"layers": 0, "macs": 0, "weights": 0})
             reason = f"{row['layers']} KPU layer{'s' if row['layers'] != 1 else ''}" + (
                 f" ({op.act.kind}: per-channel slopes in the KPU's activation tables)" if op.act.kind == "prelu" else "")
+            reason += f"; input + output maps {layer_need(res.plan, op) / 2**20:.2f} of 2 MiB KPU RAM at most"
             layers.append(LayerPlacement(op.name, type(op).__name__, "KPU", reason, [None, *shape], row["weights"],
                                          row["macs"]))
         else:
@@ -109,7 +115,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
         kpu={"layers": res.stats.kpu_layers, "kpu_macs": res.stats.kpu_macs, "cpu_macs": res.stats.cpu_macs,
              "kpu_weight_bytes": res.stats.kpu_weight_bytes, "cpu_weight_bytes": res.stats.cpu_weight_bytes,
              "kpu_ram_peak": res.stats.kpu_ram_peak, "kmodel_version": km.version,
-             "working_memory": fp.working})
+             "working_memory": fp.working, "splits": res.splits})
 
 
 def _cpu_reason(op: Any, plan: Any) -> str:

@@ -225,7 +225,7 @@ def _fits(v5: bytes, version: int, board: Board) -> bool:
 
 def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter,
              version: int, board: Board) -> Compiled:
-    from k210tool.compile.netplan import PlanError
+    from k210tool.compile.netplan import KpuRamError, PlanError
 
     method = opts.calibration.method
     why = None
@@ -242,12 +242,12 @@ def _compile(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: 
             kpu = {"layers": st.kpu_layers, "kpu_macs": st.kpu_macs, "cpu_macs": st.cpu_macs,
                    "kpu_weight_bytes": st.kpu_weight_bytes, "cpu_weight_bytes": st.cpu_weight_bytes,
                    "kpu_ram_peak": st.kpu_ram_peak, "uploads": st.uploads, "prelu_layout": res.layout,
-                   "dense": res.dense, "per_op": st.per_op}
+                   "dense": res.dense, "per_op": st.per_op, "splits": res.splits}
             quant = {"input_type": "uint8", "activations": "uint8, per-channel scale and zero point",
                      "weights": "uint8, per output channel (symmetric)", "calibrate_method": res.ranges.method}
             return Compiled(res.kmodel, "k210tool", quant, kpu=kpu)
         except PlanError as exc:
-            if opts.backend == "k210tool":
+            if opts.backend == "k210tool" or isinstance(exc, KpuRamError):  # nncase fails on that one too
                 raise
             why = exc.message
             rep.info(f"k210tool's KPU backend cannot express this model ({why}): compiling with nncase")

@@ -45,3 +45,15 @@ def as_from_a_terminal() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def kmodel_cosines(kmodel: bytes, model: object, pre: object, images: object) -> object:
+    """Per image: the cosine between what ``kmodel`` computes (k210tool's interpreter) on uint8 ``images`` and
+    what the float Keras ``model`` computes on them, normalized by ``pre``."""
+    import numpy as np
+
+    from k210tool.sim.interp import NumpyEngine
+
+    ours = NumpyEngine(kmodel).run(images)[0].reshape(len(images), -1)  # type: ignore[arg-type]
+    ref = np.asarray(model(pre.normalize(images), training=False)).reshape(len(images), -1)  # type: ignore[operator,attr-defined]
+    return (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)

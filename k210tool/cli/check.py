@@ -50,6 +50,8 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
     result = run_check(CheckOptions(model, board, firmware, load_options_from(kw), not no_rewrite, prelu, approximate,
                                     backend, do_compile), state.reporter)
     state.emit(result.to_dict() if state.as_json else result, lambda r, c: _render(r, c, all_layers))
+    if result.refused:
+        raise DoesNotFitError(result.refused)
     if not result.fits:
         what = "memory" if not result.fits_memory else "flash"
         raise DoesNotFitError(f"{model} does not fit {result.board} ({what}: {human_bytes(result.memory_estimate)} "
@@ -77,6 +79,10 @@ def _render(r: Any, console: Any, all_layers: bool) -> None:
     console.print(f"KPU layers: {r.kpu_layers}   KPU uploads (round trips): {r.kpu_uploads}   CPU ops: {cpu}")
     if r.fallback:
         console.print(f"k210tool's KPU backend cannot express it ({r.fallback}): nncase would compile it")
+    if r.refused:
+        console.print(f"KPU RAM: DOES NOT FIT: {r.refused}")
+    for split in (r.kpu or {}).get("splits", []):
+        console.print(f"split to fit KPU RAM: {split}")
     console.print(f"memory estimate: {human_bytes(r.memory_estimate)} of {human_bytes(r.board_limit)} "
                   f"({r.board}/{r.firmware}): {'fits' if r.fits_memory else 'DOES NOT FIT'}")
     console.print(f"kmodel estimate: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "

@@ -189,6 +189,8 @@ def render_summary(s: Any, console: Any) -> None:
         t.add_row("KPU layers", f"{s.kpu['layers']} ({s.kpu['kpu_macs'] / 1e6:.0f} M multiply-adds, "
                   f"{human_bytes(s.kpu['kpu_weight_bytes'])} of weights); CPU {s.kpu['cpu_macs'] / 1e6:.2f} M "
                   f"multiply-adds, {human_bytes(s.kpu['cpu_weight_bytes'])} of float weights")
+        for split in s.kpu.get("splits", []):
+            t.add_row("split for KPU RAM", split)
     else:
         t.add_row("KPU convs", str(s.ops.kpu_convs))
     t.add_row("KPU uploads", f"{s.ops.kpu_uploads} (CPU -> KPU round trips)")

@@ -57,10 +57,11 @@ class CheckResult:
     backend: str = "nncase (prediction)"  # k210tool: figures of a kmodel the KPU backend generated
     kpu: dict[str, Any] | None = None  # the KPU backend's figures (layers, MACs, weight bytes, KPU RAM)
     fallback: str | None = None  # why the KPU backend could not take the model
+    refused: str | None = None  # a layer that cannot fit the KPU's RAM (any compiler), and what to change
 
     @property
     def fits(self) -> bool:
-        return self.fits_memory and self.fits_flash
+        return self.fits_memory and self.fits_flash and self.refused is None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
