@@ -57,6 +57,7 @@ class CheckResult:
     backend: str = "nncase (prediction)"  # k210tool: figures of a kmodel the KPU backend generated
     kpu: dict[str, Any] | None = None  # the KPU backend's figures (layers, MACs, weight bytes, KPU RAM)
     fallback: str | None = None  # why the KPU backend could not take the model
+    fit: dict[str, Any] | None = None  # board_fit of the kmodel (None for a prediction: no kmodel was made)
 
     @property
     def fits(self) -> bool:
