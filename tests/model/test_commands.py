@@ -108,3 +108,23 @@ def test_check_exit_code_when_the_model_does_not_fit(tmp_path: Path, capsys) -> 
     run = run_cli(capsys, "check", src)
     assert_one_line_error(run, "does not fit")
     assert "memory estimate" in run.out
+
+
+@pytest.mark.slow  # two nncase compiles
+def test_check_compile_measures_what_convert_with_nncase_writes(tmp_path: Path, capsys) -> None:
+    """--compile: nncase's kmodel judged by board_fit as convert judges it (random calibration images do not
+    change the file nor its pools)."""
+    src = save_h5(tiny_backbone(size=32), tmp_path / "m.h5")
+    args = ["--firmware", "canmv_v5", "--backend", "nncase", "--json"]
+    run = run_cli(capsys, "check", src, "--compile", *args)
+    assert run.code == 0, run.err
+    measured = json.loads(run.out)["measured"]
+    faces = tmp_path / "faces"
+    from k210tool.train.data.synthetic import write_identity_folders
+
+    write_identity_folders(faces, identities=2, per_identity=2, size=32, first_seed=80)
+    run = run_cli(capsys, "convert", src, "--calib", faces, "-o", tmp_path / "m.kmodel", *args)
+    assert run.code == 0, run.err
+    conv = json.loads(run.out)
+    assert (measured["memory_total"], measured["kmodel_size"]) == (conv["memory"]["total"], conv["kmodel_size"])
+    assert measured["fit"]["reason"] == conv["memory"]["reason"] and measured["kpu_uploads"] == conv["ops"]["kpu_uploads"]
