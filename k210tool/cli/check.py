@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import click
 
 from k210tool.cli.common import CliState, board_options, common_options, human_bytes
 from k210tool.cli.convert import load_options_from, memory_text, model_load_options
-from k210tool.compile.summary import Memory
 
 
 @click.command()
@@ -86,7 +84,7 @@ def _render(r: Any, console: Any, all_layers: bool) -> None:
         console.print(f"k210tool's KPU backend cannot express it ({r.fallback}): nncase would compile it")
     where = f"{r.board}/{r.firmware}"
     if r.fit:  # a kmodel was generated: its figures, as convert, script, flash and the board count them
-        console.print(f"memory: {memory_text(Memory.from_fit(SimpleNamespace(**r.fit)), where)}")
+        console.print(f"memory: {_memory_text(r.fit, where)}")
         console.print(f"kmodel: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "
                       f"{'fits' if r.fits_flash else 'DOES NOT FIT'}")
     else:
@@ -99,6 +97,15 @@ def _render(r: Any, console: Any, all_layers: bool) -> None:
         m = r.measured
         console.print(f"nncase measured: {m['kpu_convs']} KPU convs, {m['kpu_uploads']} uploads, CPU ops "
                       f"{m['cpu_compute_ops']}, kmodel v{m['kmodel_version']}; memory "
-                      f"{memory_text(Memory.from_fit(SimpleNamespace(**m['fit'])), where)}")
+                      f"{_memory_text(m['fit'], where)}")
     for tip in r.suggestions:
         console.print(f"- {tip}")
+
+
+def _memory_text(fit: dict[str, Any], where: str) -> str:
+    """convert's memory line for a board_fit result (check keeps it as a dict: its JSON output)."""
+    from types import SimpleNamespace
+
+    from k210tool.compile.summary import Memory
+
+    return memory_text(Memory.from_fit(SimpleNamespace(**fit)), where)

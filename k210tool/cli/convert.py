@@ -206,7 +206,7 @@ def memory_text(m: Any, where: str) -> str:
     """The fit as the firmware's loader counts it: the file, working memory and overhead against the limit."""
     return (f"{human_bytes(m.total)} = kmodel file {human_bytes(m.model)} + working memory {human_bytes(m.working)} + "
             f"firmware overhead {human_bytes(m.overhead)}, of the {human_bytes(m.board_limit)} {where} leaves for "
-            f"models: {'fits' if m.fits else 'DOES NOT FIT'}" + (f"; KPU RAM {human_bytes(m.kpu_ram)} of 2.00 MB"
+            f"models: {'fits' if m.fits else 'DOES NOT FIT'}" + (f"; KPU RAM {human_bytes(m.kpu_ram)} of its own 2.00 MB"
                                                                  if m.kpu_ram else ""))
 
 

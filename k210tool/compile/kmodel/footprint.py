@@ -21,8 +21,6 @@ from k210tool.compile.kmodel.model import Kmodel
 if TYPE_CHECKING:
     from k210tool.boards import Firmware
 
-KPU_RAM = 2 << 20  # the KPU's own RAM, not part of what the firmware leaves for models
-
 # ops that only move data (not computing anything on the CPU)
 GLUE = frozenset({"kpu_upload", "kpu_download", "copy", "memory_copy", "quantize", "dequantize", "call",
                   "transpose", "slice", "strided_slice", "pad"})
