@@ -67,8 +67,8 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
     result.fallback = why
     result.refused = refused
     if opts.compile:
-        result.measured = _measure(loaded, rep)
-        result.fits_memory = result.measured["memory_total"] <= board.model_memory
+        result.measured = _measure(loaded, board, rep)
+        result.fits_memory = result.measured["fit"]["fits"]
         result.fits_flash = result.measured["kmodel_size"] <= result.flash_room
     return result
 
@@ -76,22 +76,23 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
 def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: Reporter) -> CheckResult:
     """Generate the kmodel for real (synthetic faces as calibration) and report what it is."""
     from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
-    from k210tool.compile.kmodel.footprint import census, footprint
+    from k210tool.compile.kmodel.footprint import board_fit, census
     from k210tool.compile.kpu_backend import compile_kpu
     from k210tool.compile.ramsplit import layer_need
+    from k210tool.convert import fits_memory
     from k210tool.preprocess import Preprocess
     from k210tool.train.data.synthetic import identity_images
 
     h, w, c = loaded.input_shape
     pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
     faces = np.stack([pre.prepare(img) for i in range(16) for img in identity_images(7000 + i, 1, size=max(h, w))])
-    with rep.stage("KPU backend (synthetic calibration)"):
-        res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep)
-    kmodel = res.kmodel
-    if choose_kmodel_version(board, None, Reporter()) == 4:
-        kmodel = transcode_to_v4(kmodel)
+    version = choose_kmodel_version(board, None, Reporter())
+    with rep.stage("KPU backend (synthetic calibration)"):  # the layouts convert tries, judged as convert does
+        res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep,
+                          fits=lambda v5: fits_memory(v5, version, board))
+    kmodel = transcode_to_v4(res.kmodel) if version == 4 else res.kmodel
     km = read_kmodel(kmodel)
-    fp, ops = footprint(km), census(km)
+    fit, ops = board_fit(km, board.firmware), census(km)
     per_op = {r["op"]: r for r in res.stats.per_op}
     layers = []
     for op in res.plan.ops:
@@ -109,13 +110,14 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     room = flash_room(board)
     return CheckResult(
         model=str(opts.model), layers=layers, kpu_layers=ops.kpu_convs, kpu_uploads=ops.kpu_uploads,
-        cpu_ops=dict(ops.cpu_compute_ops), memory_estimate=fp.total, kmodel_estimate=fp.file, board=board.id,
-        firmware=board.firmware.id, board_limit=board.model_memory, fits_memory=fp.total <= board.model_memory,
-        flash_room=room, fits_flash=fp.file <= room, backend="k210tool",
+        cpu_ops=dict(ops.cpu_compute_ops), memory_estimate=fit.total, kmodel_estimate=fit.file, board=board.id,
+        firmware=board.firmware.id, board_limit=fit.limit, fits_memory=fit.fits,
+        flash_room=room, fits_flash=fit.file <= room, backend="k210tool",
         kpu={"layers": res.stats.kpu_layers, "kpu_macs": res.stats.kpu_macs, "cpu_macs": res.stats.cpu_macs,
              "kpu_weight_bytes": res.stats.kpu_weight_bytes, "cpu_weight_bytes": res.stats.cpu_weight_bytes,
-             "kpu_ram_peak": res.stats.kpu_ram_peak, "kmodel_version": km.version,
-             "working_memory": fp.working, "splits": res.splits})
+             "kpu_ram_peak": res.stats.kpu_ram_peak, "kmodel_version": km.version, "prelu_layout": res.layout,
+             "dense": res.dense, "working_memory": fit.working, "splits": res.splits},
+        fit=fit.to_dict())
 
 
 def _cpu_reason(op: Any, plan: Any) -> str:
@@ -132,6 +134,7 @@ def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) ->
     graph = loaded.graph
     layers, cpu_ops = predict(graph)
     memory, kmodel = estimate_memory(graph, layers)
+    memory += board.firmware.model_overhead  # counted as board_fit counts it for a real kmodel
     room = flash_room(board)
     return CheckResult(
         model=str(opts.model),
@@ -152,7 +155,10 @@ def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) ->
     )
 
 
-def _measure(loaded: Any, rep: Reporter) -> dict[str, Any]:
+def _measure(loaded: Any, board: Board, rep: Reporter) -> dict[str, Any]:
+    """nncase's compile for real (random calibration), judged in the kmodel version the board gets."""
+    from k210tool.compile.kmodel import transcode_to_v4
+    from k210tool.compile.kmodel.footprint import board_fit
     from k210tool.compile.nncase_backend import NncaseSettings, compile_kmodel
     from k210tool.compile.tflite import export_tflite
     from k210tool.model.lint import dump_placement
@@ -166,11 +172,15 @@ def _measure(loaded: Any, rep: Reporter) -> dict[str, Any]:
     with rep.stage("compile"):
         res = compile_kmodel(tfl, NncaseSettings(pre), calib, rep)
     d = res.dump
+    kmodel = transcode_to_v4(res.kmodel) if choose_kmodel_version(board, None, Reporter()) == 4 else res.kmodel
+    fit = board_fit(kmodel, board.firmware)
     return {
         "kpu_convs": d.kpu_convs,
         "kpu_uploads": d.kpu_uploads,
         "cpu_compute_ops": d.cpu_compute_ops,
-        "memory_total": d.memory.total,
-        "kmodel_size": len(res.kmodel),
+        "memory_total": fit.total,
+        "kmodel_size": fit.file,
+        "kmodel_version": fit.version,
+        "fit": fit.to_dict(),
         "placement": dump_placement(d, loaded.graph),
     }

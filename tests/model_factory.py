@@ -68,6 +68,20 @@ def tiny_backbone(size: int = 32, emb: int = 16, prelu: bool = True, seed: int =
     return k.Model(inp, x, name="tiny_facenet")
 
 
+def dense_tail(size: int = 32, width: int = 1024, emb: int = 512, seed: int = 0) -> Any:
+    """Convs, a 1x1 conv to ``width`` channels, the global depthwise conv, then a fully connected embedding:
+    ``width`` x ``emb`` float weights (2 MiB by default: more than MaixPy leaves for a model, in float)."""
+    k = import_tf_keras()
+    k.utils.set_random_seed(seed)
+    L = k.layers
+    inp = k.Input((size, size, 3), name="image")
+    x = L.ReLU()(L.Conv2D(16, 3, 2, padding="same")(inp))
+    x = L.ReLU()(L.Conv2D(32, 3, 2, padding="same")(x))
+    x = L.Conv2D(width, 1)(x)
+    x = L.Flatten()(L.DepthwiseConv2D(int(x.shape[1]), name="gdconv")(x))
+    return k.Model(inp, L.Dense(emb, name="embedding")(x), name="dense_tail")
+
+
 def with_arcface(backbone: Any, n_classes: int = 10) -> Any:
     """Training model: [image, label] -> ArcFace softmax, the way users save it."""
     k = import_tf_keras()

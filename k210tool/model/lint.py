@@ -58,6 +58,7 @@ class CheckResult:
     kpu: dict[str, Any] | None = None  # the KPU backend's figures (layers, MACs, weight bytes, KPU RAM)
     fallback: str | None = None  # why the KPU backend could not take the model
     refused: str | None = None  # a layer that cannot fit the KPU's RAM (any compiler), and what to change
+    fit: dict[str, Any] | None = None  # board_fit of the kmodel (None for a prediction: no kmodel was made)
 
     @property
     def fits(self) -> bool:
