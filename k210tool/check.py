@@ -172,7 +172,12 @@ def _measure(loaded: Any, board: Board, rep: Reporter) -> dict[str, Any]:
     with rep.stage("compile"):
         res = compile_kmodel(tfl, NncaseSettings(pre), calib, rep)
     d = res.dump
-    kmodel = transcode_to_v4(res.kmodel) if choose_kmodel_version(board, None, Reporter()) == 4 else res.kmodel
+    kmodel = res.kmodel
+    if loaded.input_rotation == 180:  # as convert writes it: the kmodel turns its own input
+        from k210tool.compile.kmodel.turn import turn_input
+
+        kmodel = turn_input(kmodel)
+    kmodel = transcode_to_v4(kmodel) if choose_kmodel_version(board, None, Reporter()) == 4 else kmodel
     fit = board_fit(kmodel, board.firmware)
     return {
         "kpu_convs": d.kpu_convs,
