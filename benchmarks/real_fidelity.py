@@ -12,7 +12,8 @@ float cosine the rewrite itself costs (1.0 for exact lowerings), the kmodel's co
 10-fold verification accuracy (original / rewritten float / kmodel) and identification top-1.
 
 By default the 100 calibration images are drawn from the faces the figures are measured on; ``--calib DIR``
-calibrates on other faces (e.g. dlib's colour "johns" photos) so no test image was seen by calibration, and
+calibrates on other faces (e.g. dlib's colour "johns" photos: `sh scripts/johns_faces.sh DIR`) so no test
+image was seen by calibration, and
 ``--faces DIR`` measures on another folder (pairs from its pairs.txt, else made from its folders).
 """
 

@@ -52,6 +52,9 @@ class Firmware:
     # Version of the MicroPython core the firmware pins ("1.11" for MaixPy-v1 and CanMV): script checks
     # compile with that version's mpy-cross. Empty = no MicroPython, or unknown (latest mpy-cross).
     micropython_version: str = ""
+    # Bytes the firmware's model loader allocates per model besides the file and the runtime's working memory
+    # (the runtime's own objects and the allocator's headers): counted by every fit check.
+    model_overhead: int = 0
 
     def loads(self, kmodel_version: int) -> bool:
         return kmodel_version in self.kmodel_versions
@@ -109,7 +112,8 @@ class Board:
 
     @property
     def model_memory(self) -> int:
-        """Bytes of RAM the firmware leaves for a model (nncase's TOTAL must fit in it)."""
+        """Bytes of RAM the firmware leaves for models (the kmodel file, its working memory and the firmware's
+        overhead must fit in it: ``compile.kmodel.footprint.board_fit``)."""
         return self.firmware.model_memory
 
     def with_firmware(self, firmware_id: str | None) -> Board:
@@ -169,8 +173,9 @@ def all_firmware() -> dict[str, Firmware]:
                     flash_reserved=tuple(FlashRegion(**r) for r in t.get("flash_reserved", [])),
                     download=t.get("download", ""),
                     micropython_version=str(t.get("micropython_version", "")),
+                    model_overhead=int(t.get("model_overhead", 0)),
                 )
-            except (KeyError, TypeError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 raise InputError(f"{path}: firmware {fid!r} is missing or has a bad field: {exc}") from None
     return found
 

@@ -50,28 +50,32 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
 
         with rep.stage("lowering"):
             rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate), rep)
-    why = None
+    why = refused = None
     if opts.rewrite and opts.backend in ("auto", "k210tool"):
-        from k210tool.compile.netplan import PlanError
+        from k210tool.compile.netplan import KpuRamError, PlanError
 
         try:
             return _backend_check(opts, loaded, board, rep)
         except PlanError as exc:
             if opts.backend == "k210tool":
                 raise
-            why = exc.message
-            rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
-    if opts.rewrite:
+            if isinstance(exc, KpuRamError):  # nncase fails on it too: the layer and the fix, not a prediction
+                refused = str(exc)
+            else:
+                why = exc.message
+                rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
+    if opts.rewrite and refused is None:
         refuse_what_cannot_fit(loaded, board, nncase=True)  # what convert refuses before nncase compiles
     result = _nncase_prediction(opts, loaded, board)
     result.fallback = why
+    result.refused = refused
     if opts.rewrite and result.fits:
         # convert compiles this model with nncase: so does check, or it could say "fits" to a model convert
         # then refuses (an op with no kmodel v4 form, KPU memory nncase cannot allocate)
         _compile_as_convert(opts, result, loaded, board, rep)
     elif opts.compile:
-        result.measured = _measure(loaded, rep)
-        result.fits_memory = result.measured["memory_total"] <= board.model_memory
+        result.measured = _measure(loaded, board, rep)
+        result.fits_memory = result.measured["fit"]["fits"]
         result.fits_flash = result.measured["kmodel_size"] <= result.flash_room
     return result
 
@@ -91,8 +95,8 @@ def _compile_as_convert(opts: CheckOptions, result: CheckResult, loaded: LoadedM
                         rep: Reporter) -> None:
     """Compile with nncase the way convert does (synthetic calibration), in the kmodel version the board gets:
     the memory and size become the kmodel's; an error convert would raise becomes ``result.problem``."""
-    from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
-    from k210tool.compile.kmodel.footprint import footprint
+    from k210tool.compile.kmodel import transcode_to_v4
+    from k210tool.compile.kmodel.footprint import board_fit
     from k210tool.convert import ConvertOptions, compile_model
     from k210tool.errors import K210ToolError
 
@@ -106,30 +110,32 @@ def _compile_as_convert(opts: CheckOptions, result: CheckResult, loaded: LoadedM
     except K210ToolError as exc:
         result.problem, result.problem_hint = exc.message, exc.hint
         return
-    fp = footprint(read_kmodel(kmodel))
-    result.memory_estimate, result.kmodel_estimate = fp.total, fp.file
-    result.fits_memory, result.fits_flash = fp.total <= board.model_memory, fp.file <= result.flash_room
-    result.backend = "nncase (compiled)"
+    fit = board_fit(kmodel, board.firmware)
+    result.memory_estimate, result.kmodel_estimate, result.board_limit = fit.total, fit.file, fit.limit
+    result.fits_memory, result.fits_flash = fit.fits, fit.file <= result.flash_room
+    result.backend, result.fit = "nncase (compiled)", fit.to_dict()
     if compiled.ops is not None:
         result.measured = {"kpu_convs": compiled.ops.kpu_convs, "kpu_uploads": compiled.ops.kpu_uploads,
-                           "cpu_compute_ops": dict(compiled.ops.cpu_compute_ops), "memory_total": fp.total,
-                           "kmodel_size": fp.file, "kmodel_version": version}
+                           "cpu_compute_ops": dict(compiled.ops.cpu_compute_ops), "memory_total": fit.total,
+                           "kmodel_size": fit.file, "kmodel_version": version, "fit": fit.to_dict()}
 
 
 def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: Reporter) -> CheckResult:
     """Generate the kmodel for real (synthetic faces as calibration) and report what it is."""
     from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
-    from k210tool.compile.kmodel.footprint import census, footprint
+    from k210tool.compile.kmodel.footprint import board_fit, census
     from k210tool.compile.kpu_backend import compile_kpu
+    from k210tool.compile.ramsplit import layer_need
+    from k210tool.convert import fits_memory
 
     pre, faces = _synthetic_faces(loaded)
-    with rep.stage("KPU backend (synthetic calibration)"):
-        res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep)
-    kmodel = res.kmodel
-    if choose_kmodel_version(board, None, Reporter()) == 4:
-        kmodel = transcode_to_v4(kmodel)
+    version = choose_kmodel_version(board, None, Reporter())
+    with rep.stage("KPU backend (synthetic calibration)"):  # the layouts convert tries, judged as convert does
+        res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep,
+                          fits=lambda v5: fits_memory(v5, version, board))
+    kmodel = transcode_to_v4(res.kmodel) if version == 4 else res.kmodel
     km = read_kmodel(kmodel)
-    fp, ops = footprint(km), census(km)
+    fit, ops = board_fit(km, board.firmware), census(km)
     per_op = {r["op"]: r for r in res.stats.per_op}
     layers = []
     for op in res.plan.ops:
@@ -138,6 +144,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
             row = per_op.get(op.name, {"layers": 0, "macs": 0, "weights": 0})
             reason = f"{row['layers']} KPU layer{'s' if row['layers'] != 1 else ''}" + (
                 f" ({op.act.kind}: per-channel slopes in the KPU's activation tables)" if op.act.kind == "prelu" else "")
+            reason += f"; input + output maps {layer_need(res.plan, op) / 2**20:.2f} of 2 MiB KPU RAM at most"
             layers.append(LayerPlacement(op.name, type(op).__name__, "KPU", reason, [None, *shape], row["weights"],
                                          row["macs"]))
         else:
@@ -146,13 +153,14 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     room = flash_room(board)
     return CheckResult(
         model=str(opts.model), layers=layers, kpu_layers=ops.kpu_convs, kpu_uploads=ops.kpu_uploads,
-        cpu_ops=dict(ops.cpu_compute_ops), memory_estimate=fp.total, kmodel_estimate=fp.file, board=board.id,
-        firmware=board.firmware.id, board_limit=board.model_memory, fits_memory=fp.total <= board.model_memory,
-        flash_room=room, fits_flash=fp.file <= room, backend="k210tool",
+        cpu_ops=dict(ops.cpu_compute_ops), memory_estimate=fit.total, kmodel_estimate=fit.file, board=board.id,
+        firmware=board.firmware.id, board_limit=fit.limit, fits_memory=fit.fits,
+        flash_room=room, fits_flash=fit.file <= room, backend="k210tool",
         kpu={"layers": res.stats.kpu_layers, "kpu_macs": res.stats.kpu_macs, "cpu_macs": res.stats.cpu_macs,
              "kpu_weight_bytes": res.stats.kpu_weight_bytes, "cpu_weight_bytes": res.stats.cpu_weight_bytes,
-             "kpu_ram_peak": res.stats.kpu_ram_peak, "kmodel_version": km.version,
-             "working_memory": fp.working})
+             "kpu_ram_peak": res.stats.kpu_ram_peak, "kmodel_version": km.version, "prelu_layout": res.layout,
+             "dense": res.dense, "working_memory": fit.working, "splits": res.splits},
+        fit=fit.to_dict())
 
 
 def _cpu_reason(op: Any, plan: Any) -> str:
@@ -169,6 +177,7 @@ def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) ->
     graph = loaded.graph
     layers, cpu_ops = predict(graph)
     memory, kmodel = estimate_memory(graph, layers)
+    memory += board.firmware.model_overhead  # counted as board_fit counts it for a real kmodel
     room = flash_room(board)
     return CheckResult(
         model=str(opts.model),
@@ -189,7 +198,10 @@ def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) ->
     )
 
 
-def _measure(loaded: Any, rep: Reporter) -> dict[str, Any]:
+def _measure(loaded: Any, board: Board, rep: Reporter) -> dict[str, Any]:
+    """nncase's compile for real (random calibration), judged in the kmodel version the board gets."""
+    from k210tool.compile.kmodel import transcode_to_v4
+    from k210tool.compile.kmodel.footprint import board_fit
     from k210tool.compile.nncase_backend import NncaseSettings, compile_kmodel
     from k210tool.compile.tflite import export_tflite
     from k210tool.model.lint import dump_placement
@@ -203,11 +215,20 @@ def _measure(loaded: Any, rep: Reporter) -> dict[str, Any]:
     with rep.stage("compile"):
         res = compile_kmodel(tfl, NncaseSettings(pre), calib, rep)
     d = res.dump
+    kmodel = res.kmodel
+    if loaded.input_rotation == 180:  # as convert writes it: the kmodel turns its own input
+        from k210tool.compile.kmodel.turn import turn_input
+
+        kmodel = turn_input(kmodel)
+    kmodel = transcode_to_v4(kmodel) if choose_kmodel_version(board, None, Reporter()) == 4 else kmodel
+    fit = board_fit(kmodel, board.firmware)
     return {
         "kpu_convs": d.kpu_convs,
         "kpu_uploads": d.kpu_uploads,
         "cpu_compute_ops": d.cpu_compute_ops,
-        "memory_total": d.memory.total,
-        "kmodel_size": len(res.kmodel),
+        "memory_total": fit.total,
+        "kmodel_size": fit.file,
+        "kmodel_version": fit.version,
+        "fit": fit.to_dict(),
         "placement": dump_placement(d, loaded.graph),
     }

@@ -195,7 +195,7 @@ def convert(opts: ConvertOptions, reporter: Reporter | None = None) -> ConvertRe
             kmodel = _transcoder()(kmodel)
 
     summary = _summarize(opts, loaded, out, kmodel, version, board, pre, compiled, calib_desc, rewrite_report, rep)
-    _check_fit(summary, board, opts, rep)
+    _check_fit(summary, board, opts, rep, kmodel)
     summary.float_model = _save_reference(loaded, out) or str(opts.model)
     summary_file = summary_path(out)
     write_together([(out, kmodel), (summary_file, json_text(summary.to_dict()).encode())])
@@ -215,19 +215,17 @@ class Compiled:
     fallback: str | None = None  # why the k210tool backend did not compile it
 
 
-def _fits(v5: bytes, version: int, board: Board) -> bool:
-    """Whether the kmodel, in the version the board gets, fits the board's memory."""
-    from k210tool.compile.kmodel import read_kmodel
-    from k210tool.compile.kmodel.footprint import footprint
+def fits_memory(v5: bytes, version: int, board: Board) -> bool:
+    """Whether the kmodel, in the version the board gets, loads on the board's firmware (memory)."""
+    from k210tool.compile.kmodel.footprint import board_fit
 
-    data = _transcoder()(v5) if version == 4 else v5
-    return footprint(read_kmodel(data)).total <= board.model_memory
+    return board_fit(_transcoder()(v5) if version == 4 else v5, board.firmware).problem in ("", "version")
 
 
 def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, calib: np.ndarray, rep: Reporter,
                   version: int, board: Board) -> Compiled:
     """k210tool's KPU backend, or nncase 1.9 when the backend cannot express the model (or is not asked)."""
-    from k210tool.compile.netplan import PlanError
+    from k210tool.compile.netplan import KpuRamError, PlanError
 
     method = opts.calibration.method
     why = None
@@ -239,17 +237,17 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
                 res = compile_kpu(loaded.model, loaded.graph, pre, calib,
                                   BackendOptions("minmax" if method == "auto" else method, opts.prelu_layout,
                                                  opts.dense), rep,
-                                  fits=lambda v5: _fits(v5, version, board))
+                                  fits=lambda v5: fits_memory(v5, version, board))
             st = res.stats
             kpu = {"layers": st.kpu_layers, "kpu_macs": st.kpu_macs, "cpu_macs": st.cpu_macs,
                    "kpu_weight_bytes": st.kpu_weight_bytes, "cpu_weight_bytes": st.cpu_weight_bytes,
                    "kpu_ram_peak": st.kpu_ram_peak, "uploads": st.uploads, "prelu_layout": res.layout,
-                   "dense": res.dense, "per_op": st.per_op}
+                   "dense": res.dense, "per_op": st.per_op, "splits": res.splits}
             quant = {"input_type": "uint8", "activations": "uint8, per-channel scale and zero point",
                      "weights": "uint8, per output channel (symmetric)", "calibrate_method": res.ranges.method}
             return Compiled(res.kmodel, "k210tool", quant, kpu=kpu)
         except PlanError as exc:
-            if opts.backend == "k210tool":
+            if opts.backend == "k210tool" or isinstance(exc, KpuRamError):  # nncase fails on that one too
                 raise
             why = exc.message
             rep.info(f"k210tool's KPU backend cannot express this model ({why}): compiling with nncase")
@@ -396,10 +394,10 @@ def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: byt
                pre: Preprocess, compiled: Compiled, calib_desc: str, rewrite_report: dict[str, Any] | None,
                rep: Reporter) -> Summary:
     from k210tool.compile.kmodel import read_kmodel
-    from k210tool.compile.kmodel.footprint import census, footprint
+    from k210tool.compile.kmodel.footprint import board_fit, census
 
     km = read_kmodel(kmodel)
-    fp = footprint(km)
+    fit = board_fit(km, board.firmware)
     if compiled.ops is not None:
         ops = compiled.ops
     else:
@@ -408,10 +406,7 @@ def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: byt
     in_shape = [1, pre.channels, pre.height, pre.width]
     out_shape = [1, *[int(d) for d in loaded.output_shape]]
     loads_on = sorted(f.id for f in all_firmware().values() if f.loads(version))
-    parts = fp.parts
-    memory = Memory(parts.get("input", 0), parts.get("output", 0),
-                    fp.working - parts.get("input", 0) - parts.get("output", 0), fp.file, fp.total,
-                    board.model_memory, fp.total <= board.model_memory)
+    memory = Memory.from_fit(fit)
     quant = dict(compiled.quantization, calibration=calib_desc)
     return Summary(
         kmodel=str(out),
@@ -445,7 +440,26 @@ def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: byt
     )
 
 
-def _check_fit(s: Summary, board: Board, opts: ConvertOptions, rep: Reporter) -> None:
+def dense_advice(kmodel: bytes, excess: int, backend: str, fallback: str | None, dense: str = "auto") -> str | None:
+    """When a model is too big only because a dense layer runs in float on the CPU: say so, and how to move it
+    onto the KPU in uint8 (a quarter of the bytes). None when that would not be enough."""
+    from k210tool.compile.kmodel import read_kmodel
+    from k210tool.compile.kmodel.footprint import largest_cpu_float_weights
+
+    weights = largest_cpu_float_weights(read_kmodel(kmodel))
+    if weights * 3 // 4 < excess:
+        return None
+    what = (f"the dense layer runs in float on the CPU ({weights / 2**20:.2f} MiB of weights); on the KPU as a "
+            "1x1 conv its weights are uint8, a quarter of the bytes")
+    if backend == "k210tool":  # --dense auto has already tried the KPU
+        return f"{what}: convert with --dense kpu" if dense == "cpu" else None
+    if fallback:
+        return (f"{what}, which k210tool's KPU backend does but cannot for this model ({fallback}) and nncase "
+                "does not: change that, or shrink the dense layer's input (a global depthwise conv before it)")
+    return f"{what}, which k210tool's KPU backend does and nncase does not: convert with --backend auto"
+
+
+def _check_fit(s: Summary, board: Board, opts: ConvertOptions, rep: Reporter, kmodel: bytes) -> None:
     if not s.fits_flash:
         raise DoesNotFitError(
             f"the kmodel ({s.kmodel_size:,} bytes) does not fit the {flash_room(board):,} bytes of flash "
@@ -453,12 +467,12 @@ def _check_fit(s: Summary, board: Board, opts: ConvertOptions, rep: Reporter) ->
             "make the model smaller (fewer channels, smaller input)",
         )
     if not s.memory.fits:
-        msg = (f"the kmodel needs {s.memory.total / 2**20:.2f} MiB of RAM; {board.firmware.name} leaves "
-               f"{board.model_memory / 2**20:.2f} MiB for a model")
+        msg = f"the kmodel does not load on {board.id}: {s.memory.reason}"
         if not opts.allow_overflow:
             hint = ("see `k210tool check` for what takes the memory, choose a board with more RAM, or pass "
                     "--allow-overflow to write the kmodel anyway")
-            raise DoesNotFitError(msg, hint)
+            advice = dense_advice(kmodel, s.memory.total - s.memory.board_limit, s.backend, s.fallback, opts.dense)
+            raise DoesNotFitError(msg, f"{advice}; --allow-overflow writes it anyway" if advice else hint)
         rep.warn(msg + " (written anyway: --allow-overflow)")
         s.warnings = list(rep.warnings)
     if not s.board_loads_it:

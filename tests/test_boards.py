@@ -56,6 +56,22 @@ def test_user_board_folder_overrides(tmp_path, monkeypatch) -> None:
         mod.all_firmware.cache_clear()
 
 
+def test_a_bad_model_overhead_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch) -> None:
+    from k210tool import boards as mod
+
+    (tmp_path / "firmware.toml").write_text('[odd]\nname = "odd"\nkmodel_versions = [4]\nmodel_memory = 1048576\n'
+                                            'model_overhead = "a lot"\n')
+    monkeypatch.setenv("K210TOOL_BOARDS", str(tmp_path))
+    mod.all_firmware.cache_clear()
+    try:
+        with pytest.raises(InputError, match="firmware 'odd' is missing or has a bad field") as exc:
+            mod.all_firmware()
+        assert str(tmp_path / "firmware.toml") in str(exc.value) and "\n" not in str(exc.value)
+    finally:
+        mod.all_boards.cache_clear()
+        mod.all_firmware.cache_clear()
+
+
 def test_lcd_and_micropython_details_the_script_templates_use() -> None:
     from k210tool.boards import all_firmware
 

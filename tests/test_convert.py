@@ -209,3 +209,29 @@ def test_debug_shows_the_traceback(work: Path, capsys) -> None:
 
     with pytest.raises(InputError, match="does not exist"):
         main(["convert", str(work / "nope.h5"), "--calib", "random", "--debug"])
+
+
+@pytest.mark.parametrize("case", ["nncase_fallback", "dense_cpu"])
+def test_a_float_dense_layer_that_breaks_the_fit_is_named_with_its_fix(work: Path, tmp_path: Path, capsys,
+                                                                        case: str) -> None:
+    """The refusal says when a fully connected layer kept in float on the CPU is what does not fit, and how
+    it goes onto the KPU in uint8: --dense kpu for k210tool's backend; for a model only nncase compiles,
+    why the backend could not take it."""
+    from model_factory import dense_tail
+
+    from k210tool.tfutil import import_tf_keras
+
+    if case == "dense_cpu":  # 2 MiB of float weights: more than MaixPy leaves; the backend moves it when asked
+        model, extra, needle = dense_tail(), ["--firmware", "maixpy", "--dense", "cpu"], "convert with --dense kpu"
+    else:  # a dense layer on a flattened map: k210tool's backend cannot express it, nncase keeps it in float
+        k = import_tf_keras()
+        k.utils.set_random_seed(0)
+        inp = k.Input((32, 32, 3))
+        x = k.layers.Flatten()(k.layers.Conv2D(16, 3, 2, padding="same", activation="relu")(inp))
+        model = k.Model(inp, k.layers.Dense(256)(x))  # 4096 x 256 float: 4 MiB
+        extra, needle = ["--firmware", "canmv_v5"], "cannot for this model (layer 'flatten"
+    src = save_h5(model, tmp_path / "m.h5")
+    run = run_cli(capsys, "convert", src, "--calib", work / "faces", "--calib-count", "2", "-o",
+                  tmp_path / "m.kmodel", *extra)
+    assert_one_line_error(run, "does not load on maix_dock", "dense layer runs in float on the CPU", needle)
+    _no_outputs(tmp_path)

@@ -42,6 +42,7 @@ def list_boards() -> BoardsResult:
     ]
     fws = {
         f.id: {"name": f.name, "kmodel_versions": list(f.kmodel_versions), "model_memory": f.model_memory,
+               "model_overhead": f.model_overhead,
                "micropython": f.micropython, "download": f.download}
         for f in all_firmware().values()
     }

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from k210tool.cli.common import CliState, board_options, common_options, human_bytes
-from k210tool.cli.convert import load_options_from, model_load_options
+from k210tool.cli.convert import load_options_from, memory_text, model_load_options
 
 
 @click.command()
@@ -54,11 +54,18 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
     result = run_check(CheckOptions(model, board, firmware, load_options_from(kw), not no_rewrite, prelu, approximate,
                                     backend, do_compile), state.reporter)
     state.emit(result.to_dict() if state.as_json else result, lambda r, c: _render(r, c, all_layers))
+    if result.refused:
+        raise DoesNotFitError(result.refused)
     if result.problem:
         from k210tool.errors import K210ToolError
 
         raise K210ToolError(f"convert would refuse {model}: {result.problem}", result.problem_hint)
     if not result.fits:
+        if not result.fits_memory and (result.fit or (result.measured or {}).get("fit")):
+            fit = result.fit or result.measured["fit"]  # type: ignore[index]
+            raise DoesNotFitError(f"{model} does not load on {result.board}: {fit['reason']}",
+                                  "see the table above for what takes the room; a board with more RAM, or fewer "
+                                  "channels")
         what = "memory" if not result.fits_memory else "flash"
         raise DoesNotFitError(f"{model} does not fit {result.board} ({what}: {human_bytes(result.memory_estimate)} "
                               f"of {human_bytes(result.board_limit)})",
@@ -86,16 +93,36 @@ def _render(r: Any, console: Any, all_layers: bool) -> None:
     console.print(f"KPU layers: {r.kpu_layers}   KPU uploads (round trips): {r.kpu_uploads}   CPU ops: {cpu}")
     if r.fallback:
         console.print(f"k210tool's KPU backend cannot express it ({r.fallback}): nncase would compile it")
-    console.print(f"memory estimate: {human_bytes(r.memory_estimate)} of {human_bytes(r.board_limit)} "
-                  f"({r.board}/{r.firmware}): {'fits' if r.fits_memory else 'DOES NOT FIT'}")
-    console.print(f"kmodel estimate: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "
-                  f"{'fits' if r.fits_flash else 'DOES NOT FIT'}")
+    if r.refused:
+        console.print(f"KPU RAM: DOES NOT FIT: {r.refused}")
+    for split in (r.kpu or {}).get("splits", []):
+        console.print(f"split to fit KPU RAM: {split}")
+    where = f"{r.board}/{r.firmware}"
+    if r.fit:  # a kmodel was generated: its figures, as convert, script, flash and the board count them
+        console.print(f"memory: {_memory_text(r.fit, where)}")
+        console.print(f"kmodel: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "
+                      f"{'fits' if r.fits_flash else 'DOES NOT FIT'}")
+    else:
+        console.print(f"memory estimate: {human_bytes(r.memory_estimate)} of {human_bytes(r.board_limit)} ({where}): "
+                      f"{'fits' if r.fits_memory else 'DOES NOT FIT'} - a prediction of nncase's compile, not a "
+                      "kmodel's figure" + ("" if r.measured else " (--compile measures it)"))
+        console.print(f"kmodel estimate: {human_bytes(r.kmodel_estimate)} of {human_bytes(r.flash_room)} flash: "
+                      f"{'fits' if r.fits_flash else 'DOES NOT FIT'}")
     if r.problem:
         console.print(f"[red]convert would refuse it:[/red] {r.problem}")
     if r.measured:
         m = r.measured
-        console.print(f"nncase measured: {m['kpu_convs']} KPU convs, {m['kpu_uploads']} uploads, memory "
-                      f"{human_bytes(m['memory_total'])}, kmodel {human_bytes(m['kmodel_size'])}, CPU ops "
-                      f"{m['cpu_compute_ops']}")
+        console.print(f"nncase measured: {m['kpu_convs']} KPU convs, {m['kpu_uploads']} uploads, CPU ops "
+                      f"{m['cpu_compute_ops']}, kmodel v{m['kmodel_version']}; memory "
+                      f"{_memory_text(m['fit'], where)}")
     for tip in r.suggestions:
         console.print(f"- {tip}")
+
+
+def _memory_text(fit: dict[str, Any], where: str) -> str:
+    """convert's memory line for a board_fit result (check keeps it as a dict: its JSON output)."""
+    from types import SimpleNamespace
+
+    from k210tool.compile.summary import Memory
+
+    return memory_text(Memory.from_fit(SimpleNamespace(**fit)), where)

@@ -189,20 +189,27 @@ def render_summary(s: Any, console: Any) -> None:
         t.add_row("KPU layers", f"{s.kpu['layers']} ({s.kpu['kpu_macs'] / 1e6:.0f} M multiply-adds, "
                   f"{human_bytes(s.kpu['kpu_weight_bytes'])} of weights); CPU {s.kpu['cpu_macs'] / 1e6:.2f} M "
                   f"multiply-adds, {human_bytes(s.kpu['cpu_weight_bytes'])} of float weights")
+        for split in s.kpu.get("splits", []):
+            t.add_row("split for KPU RAM", split)
     else:
         t.add_row("KPU convs", str(s.ops.kpu_convs))
     t.add_row("KPU uploads", f"{s.ops.kpu_uploads} (CPU -> KPU round trips)")
     cpu = ", ".join(f"{k} x{v}" for k, v in sorted(s.ops.cpu_compute_ops.items())) or "none"
     t.add_row("CPU ops (besides glue)", cpu)
-    fit = "fits" if s.memory.fits else "DOES NOT FIT"
-    t.add_row("memory", f"{human_bytes(s.memory.total)} (kmodel {human_bytes(s.memory.model)} + working "
-              f"{human_bytes(s.memory.total - s.memory.model)}) of {human_bytes(s.memory.board_limit)} "
-              f"for {s.board}/{s.firmware}: {fit}")
+    t.add_row("memory", memory_text(s.memory, f"{s.board}/{s.firmware}"))
     t.add_row("flash", f"{human_bytes(s.kmodel_size)}: {'fits' if s.fits_flash else 'DOES NOT FIT'}")
     t.add_row("loads on", ", ".join(s.loads_on) + ("" if s.board_loads_it else f" (NOT {s.firmware})"))
     t.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in s.stage_seconds.items()))
     console.print(t)
     console.print(f"summary: {s.kmodel}.json")
+
+
+def memory_text(m: Any, where: str) -> str:
+    """The fit as the firmware's loader counts it: the file, working memory and overhead against the limit."""
+    return (f"{human_bytes(m.total)} = kmodel file {human_bytes(m.model)} + working memory {human_bytes(m.working)} + "
+            f"firmware overhead {human_bytes(m.overhead)}, of the {human_bytes(m.board_limit)} {where} leaves for "
+            f"models: {'fits' if m.fits else 'DOES NOT FIT'}" + (f"; KPU RAM {human_bytes(m.kpu_ram)} of its own 2.00 MB"
+                                                                 if m.kpu_ram else ""))
 
 
 def _head_text(h: dict[str, Any]) -> str:

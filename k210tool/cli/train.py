@@ -87,7 +87,7 @@ def _render_train(s: Any, console: Any) -> None:
 @click.command()
 @click.option("--teacher", required=True, type=click.Path(dir_okay=False), help="Original model (.h5/.keras).")
 @click.option("--student", required=True, type=click.Path(dir_okay=False),
-              help="Rewritten, KPU-friendly model (from `k210tool rewrite`).")
+              help="Model to train (e.g. from `k210tool rewrite --prelu relu`).")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Folder of face crops (labels optional).")
 @click.option("--out", "-o", default=None, help="Distilled student (default: STUDENT stem + .distilled.h5).")
 @click.option("--val", multiple=True, type=click.Path(dir_okay=False), help="Verification .bin set (repeatable).")
@@ -103,16 +103,17 @@ def _render_train(s: Any, console: Any) -> None:
 def distill(teacher: str, student: str, data: str, out: str | None, val: tuple[str, ...], epochs: int,
             batch_size: int, lr: float, max_images: int, held_out: float, mean: float, std: float, seed: int,
             state: CliState) -> None:
-    """Fine-tune a rewritten student so its embeddings match the teacher's again (cosine loss).
+    """Fine-tune a student so its embeddings match the teacher's again (cosine loss).
 
-    Reports the mean student-teacher cosine on held-out crops, and verification accuracy (teacher,
+    `convert` lowers a model exactly, so a student is only needed when you want an approximation - e.g.
+    PReLU -> ReLU for a smaller, faster kmodel - or a smaller network altogether. Reports the mean student-teacher cosine on held-out crops, and verification accuracy (teacher,
     student before, student after) on --val sets and on pairs of the held-out crops when DATA holds
     identity sub-folders.
 
     \b
     Example:
-      k210tool rewrite face.h5 -o face_kpu.h5
-      k210tool distill --teacher face.h5 --student face_kpu.h5 --data faces/ -o face_kpu_distilled.h5
+      k210tool rewrite face.h5 -o face_relu.h5 --prelu relu --approximate symmetric-stride2
+      k210tool distill --teacher face.h5 --student face_relu.h5 --data faces/ -o face_relu_distilled.h5
     """
     from k210tool.errors import InputError
     from k210tool.train.distill import DistillOptions

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from k210tool.compile.calibrate import Ranges, calibrate
 from k210tool.compile.kmodel.gen.kpu import PRELU_MODES
 from k210tool.compile.kmodel.gen.program import GenStats, generate
 from k210tool.compile.netplan import NetPlan, PlanError, fold_cpu_linear, mark_head, place, plan_from_graph
+from k210tool.compile.ramsplit import split_for_kpu_ram
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
 
@@ -47,15 +48,18 @@ class BackendResult:
     seconds: float
     layout: str = ""  # the PReLU layout used (mixed, zones or split)
     dense: str = "cpu"  # where the embedding's dense layer runs (kpu or cpu)
+    splits: list[str] = field(default_factory=list)  # layers run in channel groups to fit KPU RAM
 
 
 def plan_for(graph: object) -> NetPlan:
-    """The graph's plan with the KPU placement decided; :class:`PlanError` when nothing fits the KPU."""
+    """The graph's plan with the KPU placement decided and the layers too big for KPU RAM split
+    (:mod:`k210tool.compile.ramsplit`); :class:`PlanError` when nothing fits the KPU,
+    :class:`~k210tool.compile.netplan.KpuRamError` for a layer that cannot fit KPU RAM."""
     plan = plan_from_graph(graph)  # type: ignore[arg-type]
     if place(plan) == 0:
         raise PlanError("no layer of this model can run on the KPU")
     fold_cpu_linear(plan)
-    return plan
+    return split_for_kpu_ram(plan)
 
 
 DENSE_MODES = ("auto", "kpu", "cpu")
@@ -85,6 +89,8 @@ def compile_kpu(model: object, graph: object, pre: Preprocess, calib: np.ndarray
     ranges = calibrate(plan, model, images, opts.calibration)
     rep.info(f"KPU backend: {sum(op.kpu for op in plan.ops)} ops on the KPU, "
              f"{len(plan.ops) - sum(op.kpu for op in plan.ops)} on the CPU")
+    for s in plan.splits:
+        rep.info(f"split to fit KPU RAM: {s}")
     tries = [(layout, dense) for layout, dense in _ORDER if opts.dense in ("auto", dense)
              and (opts.prelu == layout or (opts.prelu == "auto" and layout != "split"))]
     for layout, dense in tries:
@@ -97,7 +103,9 @@ def compile_kpu(model: object, graph: object, pre: Preprocess, calib: np.ndarray
                  f"({len(gen.kmodel) / 2**20:.2f} MiB kmodel v5)")
     dense_on = "kpu" if any(getattr(op, "head", False) for op in plan.ops) else "cpu"
     gen.stats.notes.append(f"prelu layout: {layout}; embedding dense layer on the {dense_on.upper()}")
-    return BackendResult(gen.kmodel, plan, gen.stats, ranges, time.perf_counter() - start, layout, dense_on)
+    gen.stats.notes += [f"split to fit KPU RAM: {s}" for s in plan.splits]
+    return BackendResult(gen.kmodel, plan, gen.stats, ranges, time.perf_counter() - start, layout, dense_on,
+                         list(plan.splits))
 
 
 # fidelity first: the float dense layer, then the same on the KPU (-330 KB on a MobileFaceNet, cosine

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from k210tool.errors import K210ToolError
+from k210tool.errors import DoesNotFitError, K210ToolError
 from k210tool.model.graph import Graph, Node, Ref
 
 KPU_MIN_SIZE = 4  # every KPU output is at least 4x4 (nncase pads smaller ones; we keep them on the CPU)
@@ -25,6 +25,11 @@ KPU_MAX_WIDTH = 1024
 
 class PlanError(K210ToolError):
     """The network has a layer the KPU backend does not express (convert then compiles with nncase)."""
+
+
+class KpuRamError(PlanError, DoesNotFitError):
+    """A layer whose input and output maps cannot be in the KPU's 2 MiB of RAM at once, even in the most
+    compact storage, and which cannot be split: nncase fails on it too, so it is refused, not compiled."""
 
 
 @dataclass
@@ -101,6 +106,10 @@ class NetPlan:
     shapes: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # tensor -> C, H, W
     rotation: int = 0  # the model takes its input turned by this many degrees
     keras_outputs: dict[str, str] = field(default_factory=dict)  # tensor -> Keras layer whose output it is
+    # tensors of split layers (:mod:`k210tool.compile.ramsplit`): tensor -> (tensor, first, end channel) it is a
+    # slice of; the other tensors of split layers are computed from their op for calibration
+    slices: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    splits: list[str] = field(default_factory=list)  # what was split to fit KPU RAM, for the summary
 
     def producer(self, tensor: str) -> Op | None:
         return next((op for op in self.ops if op.dst == tensor), None)
@@ -311,9 +320,7 @@ class _Reader:
 
     def _gap(self, node: Node) -> None:
         c, h, w = self.shape(node.inputs[0].layer) if self.g.full_shape(node.inputs[0]) else (0, 0, 0)
-        weights = np.full((c, 1, h, w), 1.0 / (h * w))
-        if h != w:
-            raise PlanError(f"layer {node.name!r}: global pooling of a non-square {h}x{w} map")
+        weights = np.full((c, 1, h, w), 1.0 / (h * w))  # an h x w kernel: the mean, on the CPU
         conv = Conv(node.name, self.tensor_of(node.inputs[0]), node.name, weights, np.zeros(c), True, 1,
                     (0, 0, 0, 0), Act.linear(c))
         self.done.add(node.name)
@@ -392,7 +399,9 @@ def place(plan: NetPlan) -> int:
     count = 0
     for op in plan.ops:
         if isinstance(op, Add):
-            ok = op.a in on_kpu and op.b in on_kpu and op.act.clip is None
+            # the KPU adds with one layer reading both operands: at most 1024 channels together
+            ok = op.a in on_kpu and op.b in on_kpu and _kpu_clip(op.act) and \
+                2 * plan.shapes[op.dst][0] <= KPU_MAX_CHANNELS
         else:
             ok = op.src in on_kpu and kpu_conv_problem(op, plan.shapes[op.src]) is None
         if not ok:
@@ -408,6 +417,8 @@ def kpu_conv_problem(op: Conv, in_shape: tuple[int, int, int]) -> str | None:
     c, h, w = in_shape
     k, s = op.kernel, op.stride
     half = (k - 1) // 2
+    if op.weights.shape[-2] != k:
+        return f"{op.weights.shape[-2]}x{k} kernel (the KPU runs 1x1 and 3x3)"
     if k not in (1, 3):
         return f"{k}x{k} kernel (the KPU runs 1x1 and 3x3)"
     if op.pad != (half,) * 4:
@@ -418,9 +429,15 @@ def kpu_conv_problem(op: Conv, in_shape: tuple[int, int, int]) -> str | None:
         return f"output {h // s}x{w // s} is smaller than the KPU's 4x4"
     if max(c, op.out_channels) > KPU_MAX_CHANNELS or w > KPU_MAX_WIDTH:
         return "more than 1024 channels or a row wider than 1024"
-    if op.act.clip is not None:
-        return "a clipped activation (ReLU6)"  # expressible, not yet generated
+    if not _kpu_clip(op.act):
+        return f"a clipped {op.act.kind} activation (the KPU clips ReLU only)"
     return None
+
+
+def _kpu_clip(act: Act) -> bool:
+    """Whether the KPU can apply ``act``'s clip: a ReLU's (ReLU6) is the activation table's clamp at 255 when
+    255 stands for the clip value; other clipped shapes are not generated."""
+    return act.clip is None or (act.kind == "relu" and act.clip > 0 and bool(np.all(act.slopes == 0.0)))
 
 
 HEAD_MIN_WEIGHTS = 4096  # below this a dense layer costs less on the CPU than a second upload

@@ -37,13 +37,25 @@ class OpCounts:
 
 @dataclass
 class Memory:
+    """What the board's firmware allocates to load the kmodel (``compile.kmodel.footprint.board_fit``)."""
+
     input: int
     output: int
     data: int
-    model: int
-    total: int  # the kmodel file + the runtime's working memory: what the firmware must find in RAM
-    board_limit: int  # RAM the board's firmware leaves for a model
+    model: int  # the kmodel file, read whole into RAM first
+    total: int  # model + working + overhead: what the firmware must find in RAM
+    board_limit: int  # RAM the board's firmware leaves for models
     fits: bool
+    working: int = 0  # the runtime's working memory (input + output + data)
+    overhead: int = 0  # the firmware's allowance for the runtime's own objects (boards/firmware.toml)
+    kpu_ram: int = 0  # peak KPU RAM, out of its own 2 MiB (not counted in total)
+    reason: str = ""  # board_fit's one-line verdict
+
+    @classmethod
+    def from_fit(cls, fit: Any) -> Memory:
+        inp, out = fit.parts.get("input", 0), fit.parts.get("output", 0)
+        return cls(inp, out, fit.working - inp - out, fit.file, fit.total, fit.limit, fit.fits, fit.working,
+                   fit.overhead, fit.kpu_ram, fit.reason)
 
 
 @dataclass

@@ -9,8 +9,8 @@ up in ``files`` (so the zip holds nothing else). ``sha256Prefix: true`` makes kf
 data are stored raw.
 
 :func:`plan_flash` checks a set of regions against the board before anything is sent: overlaps,
-regions past the end of the flash, kmodels inside areas the firmware reserves, and kmodel versions the
-firmware cannot load.
+regions past the end of the flash, kmodels inside areas the firmware reserves, kmodel versions the
+firmware cannot load, and kmodels too big for the memory it leaves for models.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def validate_regions(board: Board, regions: list[Region] | tuple[Region, ...]) -
                                   f"(0x{size:x})", "choose a lower address or a smaller file")
         if r.kind == "kmodel":
             board.require_kmodel_version(kmodel_version(r.data, r.name))
+            _require_loads(board, r)
             for reserved in board.firmware.flash_reserved:
                 if reserved.overlaps(r.address, r.size):
                     raise InputError(
@@ -168,6 +169,18 @@ def validate_regions(board: Board, regions: list[Region] | tuple[Region, ...]) -
     for a, b in zip(ordered, ordered[1:], strict=False):
         if b.address < a.end:
             raise InputError(f"{a.describe()} and {b.describe()} overlap", "move one of them")
+
+
+def _require_loads(board: Board, r: Region) -> None:
+    """Refuse a kmodel the board's firmware cannot load (``board_fit``: the verdict convert and the emulated
+    firmware give). One k210tool cannot read beyond its header is judged on its file size."""
+    from k210tool.compile.kmodel.footprint import board_fit
+
+    fit = board_fit(r.data, board.firmware)
+    if not fit.fits:
+        raise DoesNotFitError(f"kmodel {r.name} cannot load on {board.id}: {fit.reason}",
+                              "convert it for this board (k210tool convert --board), or flash a firmware that "
+                              "leaves more memory (--firmware-family)")
 
 
 def write_kfpkg(regions: list[Region] | tuple[Region, ...], path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 from k210tool import __version__
 from k210tool.boards import Board, read_toml
-from k210tool.errors import FirmwareError, InputError
+from k210tool.errors import DoesNotFitError, FirmwareError, InputError
 from k210tool.fileio import check_output_path, write_text
 from k210tool.maixpy import parity
 from k210tool.maixpy.check import check_source
@@ -250,6 +250,26 @@ def _load_models(tpl: TemplateInfo, board: Board, model: Path | None, summary: P
     return m, d
 
 
+def _check_loads(board: Board, models: list[ScriptModel]) -> None:
+    """Refuse kmodels the board's firmware cannot load - all of them at once, as the templates load them.
+
+    ``board_fit`` is the verdict convert, flash and the emulated firmware give too. A detector already on the
+    board is unknown (not counted); a kmodel k210tool cannot read beyond its header is judged on its size."""
+    from k210tool.compile.kmodel.footprint import board_fit
+
+    in_use = 0
+    for m in models:
+        if not m.size:
+            continue
+        fit = board_fit(m.file.read_bytes(), board.firmware, in_use)
+        if not fit.fits:
+            what = m.file.name + (" (loaded beside the other kmodel)" if in_use else "")
+            raise DoesNotFitError(f"{what} cannot load on {board.id}: {fit.reason}",
+                                  "convert it for this board (k210tool convert --board), or choose a board or "
+                                  "firmware with more memory")
+        in_use += fit.total
+
+
 def build_context(tpl: TemplateInfo, board: Board, m: ScriptModel | None, d: ScriptModel | None,
                   names: list[str], options: ScriptOptions, warnings: list[str]) -> dict[str, Any]:
     """Everything a template sees. Values reach the code only through ``|py``."""
@@ -313,10 +333,7 @@ def render_script(template: str, board: Board, *, model: Path | None = None, sum
     warnings: list[str] = []
     m, d = _load_models(tpl, board, model, summary, detector, model_at, detector_at, warnings)
     placements = [_placement(board, x, what) for x, what in ((m, "model"), (d, "detector")) if x]
-    total = sum(p.size for p in placements)  # a detector already on the board counts 0: unknown
-    if total > board.model_memory:
-        warnings.append(f"the kmodels need {total} bytes, more than the ~{board.model_memory} bytes "
-                        f"{board.firmware.name} leaves for models: loading may fail with MemoryError")
+    _check_loads(board, [x for x in (m, d) if x])
     context = build_context(tpl, board, m, d, checked_names, options, warnings)
     with reporter.stage("render"):
         source = render_source(tpl, context)

@@ -57,12 +57,14 @@ class CheckResult:
     backend: str = "nncase (prediction)"  # k210tool: figures of a kmodel the KPU backend generated
     kpu: dict[str, Any] | None = None  # the KPU backend's figures (layers, MACs, weight bytes, KPU RAM)
     fallback: str | None = None  # why the KPU backend could not take the model
+    refused: str | None = None  # a layer that cannot fit the KPU's RAM (any compiler), and what to change
+    fit: dict[str, Any] | None = None  # board_fit of the kmodel (None for a prediction: no kmodel was made)
     problem: str | None = None  # why convert would refuse the model whatever its size (e.g. no kmodel v4 form)
     problem_hint: str | None = None
 
     @property
     def fits(self) -> bool:
-        return self.fits_memory and self.fits_flash and self.problem is None
+        return self.fits_memory and self.fits_flash and self.refused is None and self.problem is None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -168,6 +168,9 @@ def _malformed_config(p: Path) -> Iterator[None]:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ModelError(f"{p}: the model config is malformed ({type(exc).__name__}: {_first_line(exc)})",
                          "re-export or re-download the model") from None
+    except (OSError, RuntimeError) as exc:  # h5py on a damaged weight group or attribute
+        raise ModelError(f"{p} is a corrupt HDF5 file ({_first_line(exc)})",
+                         "re-export or re-download the model") from None
 
 
 def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptions) -> Any:
@@ -181,6 +184,9 @@ def _load_live_h5(p: Path, flavour: str, custom: dict[str, Any], opts: LoadOptio
             return k.models.load_model(p, compile=False, custom_objects=custom, safe_mode=not opts.trust_lambda)
     except (ValueError, TypeError, KeyError, OSError, AttributeError, AssertionError, IndexError) as exc:
         raise _explain_load_error(p, exc) from None  # Keras trips over a malformed config in many ways
+    except RuntimeError as exc:  # h5py on a damaged attribute or dataset header
+        raise ModelError(f"{p} is a corrupt HDF5 file ({_first_line(exc)})",
+                         "re-export or re-download the model") from None
 
 
 class _H5Weights:

@@ -169,10 +169,11 @@ def _next_steps(report: RewriteReport) -> list[str]:
         return ["nothing to rewrite: the model is already in KPU-friendly form"]
     if report.exact:
         return ["every change is exact: the rewritten model computes the same embedding"]
-    steps = ["some changes are approximations (see 'exact'); measure the cost on faces with "
-             "`k210tool compare ORIGINAL.h5 MODEL.kmodel --original ORIGINAL.h5 --data FACES`"]
+    steps = ["some changes are approximations (see 'exact'); measure their cost on faces with "
+             "`k210tool compare REWRITTEN.h5 MODEL.kmodel --original ORIGINAL.h5 --data FACES`"]
     if report.cosine is not None and report.cosine < 0.99:
-        steps.append(f"the float embedding moved (cosine {report.cosine:.4f}): recover it with `k210tool distill --teacher "
+        steps.append(f"the float embedding moved (cosine {report.cosine:.4f}): leave the approximate rules out "
+                     "(convert is exact without them), or try to recover it with `k210tool distill --teacher "
                      "ORIGINAL.h5 --student REWRITTEN.h5 --data FACES`")
     else:
         steps.append("if verification accuracy drops, fine-tune with `k210tool distill --teacher ORIGINAL.h5 "

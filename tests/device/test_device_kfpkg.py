@@ -69,6 +69,26 @@ def test_a_kmodel_version_the_firmware_cannot_load_is_refused(tmp_path, kmodel_b
     assert plan.regions[0].kind == "kmodel"
 
 
+def test_a_kmodel_too_big_for_the_firmware_s_memory_is_refused(tmp_path):
+    """board_fit's verdict, the one convert and the emulated firmware give: exactly enough memory flashes,
+    one byte less is refused before anything is sent."""
+    import dataclasses
+    from pathlib import Path
+
+    from k210tool.compile.kmodel.footprint import board_fit
+
+    model = _file(tmp_path, "slim.kmodel", (Path(__file__).parents[1] / "kmodel/data/slim320_v4.kmodel").read_bytes())
+    dock = get_board("maix_dock")
+    need = board_fit(model.read_bytes(), dock.firmware).total
+
+    def with_memory(n: int):
+        return dataclasses.replace(dock, firmware=dataclasses.replace(dock.firmware, model_memory=n))
+
+    assert plan_flash(with_memory(need), kmodels=[(model, None)]).regions[0].kind == "kmodel"
+    with pytest.raises(DoesNotFitError, match="kmodel slim.kmodel cannot load on maix_dock: needs .* 1 bytes too many"):
+        plan_flash(with_memory(need - 1), kmodels=[(model, None)])
+
+
 def test_firmware_goes_to_zero_with_the_boot_rom_header(tmp_path, kmodel_bytes):
     fw = _file(tmp_path, "maixpy.bin", bytes(range(256)) * 10)
     plan = plan_flash(get_board("maix_go"), firmware=fw, kmodels=[(_file(tmp_path, "m.kmodel", kmodel_bytes()), None)])

@@ -8,9 +8,8 @@ import pytest
 from hil_support import run_on
 
 from k210tool.boards import get_board
-from k210tool.compile.kmodel import read_kmodel
+from k210tool.compile.kmodel.footprint import board_fit
 from k210tool.emulator.maixpy.demo_detector import anchor_for
-from k210tool.emulator.maixpy.kmodels import memory_total
 from k210tool.maixpy.applog import parse_app_log, read_face_db
 from k210tool.maixpy.render import ScriptOptions, render_script
 from k210tool.train.data.synthetic import identity_images
@@ -30,7 +29,7 @@ def test_benchmark_reports_runs_and_the_memory_the_model_holds(board, models, fi
     (bench,) = [e for e in parse_app_log(out) if e.kind == "bench"]
     f = bench.fields
     assert f["runs"] == "3" and float(f["mean_ms"]) > 0 and float(f["min_ms"]) <= float(f["max_ms"])
-    total = memory_total(read_kmodel(path.read_bytes()))
+    total = board_fit(path.read_bytes(), get_board("maix_dock", firmware).firmware).total
     assert int(f["heap_free_before"]) - int(f["heap_free"]) == total  # measured while the model is loaded
 
 

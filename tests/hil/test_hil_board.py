@@ -162,10 +162,10 @@ a.deinit(); b.deinit()
 print("used", free0 - free2, "back", utils.heap_free() == free0)
 """
     out, tb = run_on(emu, src)
-    from k210tool.compile.kmodel import read_kmodel
-    from k210tool.emulator.maixpy.kmodels import memory_total
+    from k210tool.compile.kmodel.footprint import board_fit
 
-    assert tb == "" and f"used {2 * memory_total(read_kmodel(model.read_bytes()))} back True" in out
+    one = board_fit(model.read_bytes(), get_board("maix_dock", "canmv").firmware).total
+    assert tb == "" and f"used {2 * one} back True" in out
 
 
 def test_a_model_file_larger_than_the_free_ram_fails_at_the_buffer(models, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_v4_stores_nothing_twice
 from model_factory import prelu_facenet
 
 from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
@@ -71,6 +72,7 @@ def test_v4_runs_exactly_like_v5(built: tuple) -> None:
     res, pre, _model = built
     images = _faces(400, 8, pre)
     v4 = transcode_to_v4(res.kmodel)
+    assert_v4_stores_nothing_twice(res.kmodel, v4)
     assert np.array_equal(NumpyEngine(v4).run(images)[0], NumpyEngine(res.kmodel).run(images)[0])
 
 

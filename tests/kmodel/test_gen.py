@@ -114,3 +114,35 @@ def test_seven_chained_zones_fit_one_table_and_mismatched_ones_cost_guards() -> 
     groups = pack(options, 1, free_order=True)
     assert [len(g.channels) for g in groups] == [7, 7]
     assert all(segments_needed(g.zones) <= 16 for g in groups)
+
+
+def test_padded_zone_groups_never_take_a_map_past_the_kpus_1024_channels() -> None:
+    # PReLU channels that do not chain: five per table, each group padded to the 4-channel row blocks of a
+    # narrow map, would store 800 channels as 1280; a dense layer reading them would have its channel count
+    # cut to 10 bits. With the limit the groups are consecutive runs of whole row blocks, unpadded.
+    options = [[Option(Zone(0.1 + 0.001 * i, 1.0, 30), 1.0, 1.0, 30)] for i in range(800)]
+    padded = pack(options, 4, free_order=True)
+    assert sum(len(g.channels) for g in padded) > 1024
+    groups = pack(options, 4, free_order=True, limit=1024)
+    assert sum(len(g.channels) for g in groups) == 800 and all(len(g.channels) % 4 == 0 for g in groups)
+    assert all(segments_needed(g.zones) <= 16 for g in groups)
+    with pytest.raises(ValueError, match="1024 channels"):
+        layer_words(LayerGeometry((1100, 4, 4), 128, 1, False, 0, 0, 0), ConvArgs(-128, 0, 0, 0, 0, 0))
+
+
+def test_adds_wider_than_a_kpu_layer_reads_stay_on_the_cpu() -> None:
+    from k210tool.compile.netplan import Add, place, plan_from_graph
+    from k210tool.model.graph import annotate_shapes, graph_from_model
+    from k210tool.tfutil import import_tf_keras
+
+    k = import_tf_keras()
+    inp = k.Input((8, 8, 3))
+    for c, on_kpu in ((512, True), (640, False)):  # the add's one layer reads both operands: 2 x 640 > 1024
+        a = k.layers.Conv2D(c, 1)(inp)
+        x = k.layers.Add()([a, k.layers.Conv2D(c, 1)(a)])
+        model = k.Model(inp, k.layers.Dense(8)(k.layers.GlobalAveragePooling2D()(x)))
+        graph = graph_from_model(model)
+        annotate_shapes(graph, model)
+        plan = plan_from_graph(graph)
+        place(plan)
+        assert [op.kpu for op in plan.ops if isinstance(op, Add)] == [on_kpu]

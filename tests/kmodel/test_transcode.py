@@ -1,9 +1,11 @@
-"""v5 (nncase 1.9) -> v4: the file, its KPU layers, and its outputs in the interpreter against the v5 original."""
+"""v5 (nncase 1.9) -> v4: the file (no constant stored twice), its KPU layers, and its outputs in the interpreter
+against the v5 original, on every model the kmodel tests compile."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_v4_stores_nothing_twice
 
 from k210tool.compile.kmodel import (
     KpuConv,
@@ -36,6 +38,7 @@ def test_transcoded_v4_runs_like_the_v5_original(compiled, name):
     assert kmodel_version(v4) == 4
     m4, m5 = read_kmodel(v4), read_kmodel(v5)
     assert write_v4(m4) == v4  # our own output reads back into the same bytes
+    assert_v4_stores_nothing_twice(v5, v4)
     # KPU layers: same words but the three v4 address fields (padding counts) and the output flag
     k4, k5 = _kpu_convs(m4), _kpu_convs(m5)
     assert len(k4) == len(k5) > 0
@@ -57,6 +60,7 @@ def test_transcoded_mobilefacenet(compiled, name):
     m4 = transcode(read_kmodel(v5))
     assert m4.report.folded_downloads > 10
     v4 = write_v4(m4)
+    assert_v4_stores_nothing_twice(v5, v4)
     images = compiled.images(name)[:3]
     diffs = compare_outputs(NumpyEngine(v5).run(images), NumpyEngine(v4).run(images))
     assert all(d.identical for d in diffs), diffs

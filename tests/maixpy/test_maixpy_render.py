@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from maixpy_factory import face_model, fake_kmodel
+from maixpy_factory import face_model, fake_kmodel, summary_dict
 
 from k210tool.boards import all_boards, all_firmware, get_board
 from k210tool.errors import FirmwareError, InputError
@@ -176,3 +176,31 @@ def test_summary_json_contents_reach_the_script(tmp_path) -> None:
                       detector=fake_kmodel(tmp_path / "d.kmodel", 3))
     assert "IN_H = 64" in r.source and "IN_W = 80" in r.source
     assert json.dumps([1.0, 2.0, 3.0]) in r.source
+
+
+def test_kmodels_the_firmware_cannot_load_are_refused_alone_and_together(tmp_path) -> None:
+    """board_fit's verdict (convert's and the emulated firmware's): exactly enough memory renders; one byte
+    less refuses; a detector the template loads beside the face model counts against the same memory."""
+    import dataclasses
+    import shutil
+
+    from k210tool.compile.kmodel.footprint import board_fit
+    from k210tool.errors import DoesNotFitError
+
+    sample = Path(__file__).parents[1] / "kmodel" / "data" / "slim320_v4.kmodel"  # a real v4 (ncc 0.2) file
+    model, det = tmp_path / "face.kmodel", tmp_path / "det.kmodel"
+    for path in (model, det):
+        shutil.copy(sample, path)
+    (tmp_path / "face.kmodel.json").write_text(json.dumps(summary_dict(4, model.stat().st_size)))
+    dock = get_board("maix_dock")
+    need = board_fit(model.read_bytes(), dock.firmware).total
+
+    def with_memory(n: int):
+        return dataclasses.replace(dock, firmware=dataclasses.replace(dock.firmware, model_memory=n))
+
+    render_script("parity", with_memory(need), model=model)
+    with pytest.raises(DoesNotFitError, match="face.kmodel cannot load on maix_dock: needs .* 1 bytes too many"):
+        render_script("parity", with_memory(need - 1), model=model)
+    render_script("face_recognition", with_memory(2 * need), model=model, detector=det)
+    with pytest.raises(DoesNotFitError, match="det.kmodel \\(loaded beside the other kmodel\\) cannot load"):
+        render_script("face_recognition", with_memory(2 * need - 1), model=model, detector=det)

@@ -8,9 +8,11 @@ into its own error text:
 - ``version``: a kmodel version the board's firmware does not load (``boards/firmware.toml``);
 - ``buffer``: the model file itself does not fit in the RAM left (the firmware's ``malloc`` of the model
   buffer fails);
-- ``memory``: nncase's TOTAL - input + output + data pools + the model - does not fit in what the board's
-  firmware leaves for models (``board.model_memory``) minus the models already loaded (the runtime's
-  allocation of its working memory fails);
+- ``memory``: the file + the runtime's working memory + the firmware's overhead does not fit in what the
+  board's firmware leaves for models (``board.model_memory``) minus the models already loaded (the runtime's
+  allocation of its working memory fails). Both are
+  :func:`k210tool.compile.kmodel.footprint.board_fit`'s verdicts - the same function ``convert``, ``check``,
+  ``script`` and ``flash`` ask, so the board refuses exactly what they call too big;
 - ``emulator``: the board would load it but k210tool cannot run it (kmodel v3); the KPU shims raise
   ``OSError`` with this module's text rather than a firmware error the board would not give.
 
@@ -46,19 +48,6 @@ class KmodelRejected(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-def memory_total(km: Any) -> int:
-    """nncase's TOTAL for a parsed kmodel (``compile.kmodel.Kmodel``): what the firmware must find in RAM.
-
-    v5: input + output pools + every module's data pool + the model itself (equal to ``kmodel_info.txt``'s
-    TOTAL); v4: main memory + the model; v3: main memory usage + the model.
-    """
-    mem = km.memory
-    if km.version == 5:
-        data = sum(v for k, v in mem.items() if k.endswith(".data"))
-        return int(mem.get("input", 0) + mem.get("output", 0) + data + km.size)
-    return int(mem.get("main", 0) + km.size)
 
 
 @dataclass(eq=False)
@@ -126,6 +115,7 @@ class KmodelLoader:
     # --- loading -----------------------------------------------------------------------------------------
     def __call__(self, ctx: BoardContext, data: bytes) -> LoadedKmodel:
         from k210tool.compile.kmodel import KmodelError, kmodel_version, read_kmodel
+        from k210tool.compile.kmodel.footprint import board_fit
 
         data = bytes(data)
         try:
@@ -140,18 +130,15 @@ class KmodelLoader:
             km = read_kmodel(data)
         except KmodelError as exc:
             raise KmodelRejected("format", exc.message) from None
-        total = memory_total(km)
-        if len(data) > self.memory_free(ctx) or total > self.memory_free(ctx):
+        fit = board_fit(km, fw, self.memory_in_use())
+        if not fit.fits:
             gc.collect()  # models of scripts that are gone (soft reset) give their memory back first
-        free = self.memory_free(ctx)
-        if len(data) > free:
-            raise KmodelRejected("buffer", f"the {len(data)}-byte model does not fit in the {free} bytes left")
-        if total > free:
-            raise KmodelRejected("memory", f"the model needs {total} bytes (nncase TOTAL), {free} bytes are left "
-                                           f"of the {ctx.board.model_memory} {fw.name} leaves for models")
+            fit = board_fit(km, fw, self.memory_in_use())
+        if not fit.fits:
+            raise KmodelRejected(fit.problem, fit.reason)
         engine = self._engine(data, version)
         model = LoadedKmodel(data, version, hashlib.sha256(data).hexdigest(), _input_chw(km),
-                             [tuple(t.shape) for t in km.outputs], total, engine, self)
+                             [tuple(t.shape) for t in km.outputs], fit.total, engine, self)
         self._live.add(model)
         self.loads += 1
         return model
@@ -221,4 +208,4 @@ def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -
     return trimmed
 
 
-__all__ = ["ENGINES", "KmodelLoader", "KmodelRejected", "LoadedKmodel", "memory_total", "read_flash_model"]
+__all__ = ["ENGINES", "KmodelLoader", "KmodelRejected", "LoadedKmodel", "read_flash_model"]

@@ -48,11 +48,17 @@ def follows(a: KpuConv, b: KpuConv) -> bool:
     return not has_a or (ma.location == mb.location and mb.start == ma.start + ma.size)  # type: ignore[union-attr]
 
 
+MAX_CHANNELS = 1024  # what a layer word's channel fields hold: a merged layer must stay within it
+
+
 def runs(ops: list) -> list[list]:
-    """Consecutive ops grouped: runs of :class:`KpuConv` that :func:`follows` chains, everything else alone."""
+    """Consecutive ops grouped: runs of :class:`KpuConv` that :func:`follows` chains (up to 1024 output
+    channels: a wide map of many narrow layers is more than one merged layer can describe), everything else
+    alone."""
     out: list[list] = []
     for op in ops:
-        if out and isinstance(op, KpuConv) and isinstance(out[-1][-1], KpuConv) and follows(out[-1][-1], op):
+        if out and isinstance(op, KpuConv) and isinstance(out[-1][-1], KpuConv) and follows(out[-1][-1], op) \
+                and sum(c.layer.out_channels for c in out[-1]) + op.layer.out_channels <= MAX_CHANNELS:
             out[-1].append(op)
         else:
             out.append([op])

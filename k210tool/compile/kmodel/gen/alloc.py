@@ -23,7 +23,9 @@ class Block:
 
 
 class OutOfKpuRam(ValueError):
-    pass
+    def __init__(self, message: str, block: str = "") -> None:
+        super().__init__(message)
+        self.block = block  # the map that found no room
 
 
 def allocate(blocks: list[Block], capacity: int = KPU_RAM) -> int:
@@ -39,7 +41,7 @@ def allocate(blocks: list[Block], capacity: int = KPU_RAM) -> int:
             addr = max(addr, _align(end))
         if addr + b.size > capacity:
             raise OutOfKpuRam(f"{b.name} ({b.size:,} bytes) does not fit the {capacity // 1024} KiB of KPU RAM "
-                              f"next to the maps alive at the same time")
+                              f"next to the maps alive at the same time", b.name)
         b.addr = addr
         placed.append(b)
         peak = max(peak, addr + b.size)

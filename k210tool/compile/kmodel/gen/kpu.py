@@ -181,8 +181,9 @@ class KpuBuilder:
         partner = self._add_partner(dst)
         if act.kind == "linear" or (act.kind in ("relu", "leaky", "prelu") and np.all(slopes == 1.0)):
             return self._linear_plan(rows, rlo, rhi, common, partner)
-        if np.all(slopes == 0.0):  # ReLU
-            scale = np.maximum(rhi, 0.0) / 255.0
+        if np.all(slopes == 0.0):  # ReLU; ReLU6 too: the table's clamp at 255 is the clip when 255 stands for it
+            top = np.maximum(rhi, 0.0) if act.clip is None else np.clip(rhi, 0.0, act.clip)
+            scale = top / 255.0
             scale = np.where(scale > 0, scale, 1e-6)
             st = Storage(rows.copy(), np.where(real, 1.0, 0.0), scale, np.zeros(len(rows), np.int64),
                          np.zeros(len(rows)))
@@ -253,7 +254,7 @@ class KpuBuilder:
             if opts[1].scale > opts[0].scale * ORIENT_TOLERANCE:
                 opts = opts[:1]
             options.append(opts)
-        groups: list[Group] = pack(options, align, free)
+        groups: list[Group] = pack(options, align, free, KPU_MAX_CHANNELS)
         order: list[int] = []
         chosen: list[Option | None] = []
         for g in groups:

@@ -70,6 +70,8 @@ def layer_words(g: LayerGeometry, args: ConvArgs, send_data_out: bool = False) -
     oc, oh, ow = g.out_shape
     if g.filter not in KERNEL_TYPES:
         raise ValueError(f"the KPU runs 1x1 and 3x3 kernels, not {g.filter}x{g.filter}")
+    if max(c, oc) > 1024:  # the channel fields are 10 bits: a larger count would be cut silently
+        raise ValueError(f"a KPU layer reads and writes at most 1024 channels, not {c} -> {oc}")
     if g.depthwise:
         one_load = oc * g.filter * g.filter
         load_times, oc_one_time = 1, oc

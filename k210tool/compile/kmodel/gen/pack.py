@@ -6,7 +6,8 @@ Channels whose orientation is free (their zero point is their own, or flipping c
 they chain. When the layer's output order is free (a dense convolution: the next layer's weights follow any
 order) channels are picked greedily to chain; when it is fixed (a depthwise convolution keeps its input's
 order) groups are consecutive runs. Groups start on the KPU row layout's channel blocks (4 channels share a
-64-byte row when the map is at most 16 wide, 2 up to 32), padded with unused channels.
+64-byte row when the map is at most 16 wide, 2 up to 32), padded with unused channels - unless the padding
+would take the map past the 1024 channels a KPU layer reads, where consecutive runs (unpadded) are used.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ class Group:
         return seen
 
 
-def pack(options: list[list[Option]], align: int, free_order: bool) -> list[Group]:
-    """Groups of channels for KPU layers; ``options[c]`` lists channel c's acceptable options, best first."""
+def pack(options: list[list[Option]], align: int, free_order: bool, limit: int | None = None) -> list[Group]:
+    """Groups of channels for KPU layers; ``options[c]`` lists channel c's acceptable options, best first.
+    With ``limit``, the stored channels (padding included) stay within it: when the padded greedy groups
+    would not, consecutive runs are used (no padding, fewer channels per table)."""
     if free_order:
-        return _pad_groups(_greedy(options), align)
+        groups = _pad_groups(_greedy(options), align)
+        if limit is None or sum(len(g.channels) for g in groups) <= limit:
+            return groups
     return _runs(options, align)
 
 

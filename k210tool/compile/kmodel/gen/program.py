@@ -380,8 +380,8 @@ class _Stackvm:
             w_eff = w[:, take] * x.a.reshape(1, -1, 1, 1)
             b_eff = bias + (w[:, take].reshape(w.shape[0], s, -1).sum(axis=2) * x.b).sum(axis=1)
             groups, out_src = 1, np.arange(op.out_channels)
-        oh = (hh + pad[0] + pad[1] - op.kernel) // op.stride + 1
-        ow = (ww + pad[2] + pad[3] - op.kernel) // op.stride + 1
+        oh = (hh + pad[0] + pad[1] - w.shape[-2]) // op.stride + 1  # kernels may be h x w (global pooling)
+        ow = (ww + pad[2] + pad[3] - w.shape[-1]) // op.stride + 1
         oc = w_eff.shape[0]
         out = self._buffer(oc * oh * ow * 4)
         wr, br = self._const(w_eff), self._const(b_eff)
@@ -405,7 +405,16 @@ class _Stackvm:
                 raise PlanError(f"{op.name}: an activation on split channels on the CPU")
             slopes = np.where(out_src >= 0, op.act.slopes[np.where(out_src >= 0, out_src, 0)], 1.0)
             self._prelu(y, slopes)
+            self._clip(y, op.act.clip)
         return y
+
+    def _clip(self, y: _FloatMap, top: float | None) -> None:
+        """y = min(y, top), in place (a ReLU6's clip where the convolution's fused clamp did not apply it)."""
+        if top is None:
+            return
+        c, h, w = y.shape
+        buf = MemoryRange(V5_DATA, F32, y.start, c * h * w * 4)
+        self._binary("min", buf, (1, c, h, w), self._const(np.full(1, top)), (1, 1, 1, 1), buf, (1, c, h, w))
 
     def _prelu(self, y: _FloatMap, slopes: np.ndarray) -> None:
         """y += (slope - 1) * min(y, 0), channel by channel, in place."""
@@ -463,6 +472,7 @@ class _Stackvm:
         y = _FloatMap(out.start, (c, h, w), np.arange(c), np.ones(c), np.zeros(c), c)
         if op.act.kind != "linear":
             self._prelu(y, op.act.slopes)
+            self._clip(y, op.act.clip)
         return y
 
 
