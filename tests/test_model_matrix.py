@@ -54,7 +54,7 @@ def _cosine_to_float(model: Path, kmodel: bytes, faces: Path) -> float:
 # the ops nncase leaves on the CPU for each backbone, which kmodel v4 must hold (None: k210tool's own backend)
 MATRIX = {
     "mobilefacenet_e6": (None, 256),
-    "mobilenetv2": ({"reduce"}, 64),  # GlobalAveragePooling; the softmax classifier is cut
+    "mobilenetv2": (None, 64),  # ReLU6 on the KPU, GAP in the CPU tail; the softmax classifier is cut
     "efficientnet_lite": ({"reduce", "conv2d", "table_lookup1d"}, 128),  # GAP, 5x5 depthwise, swish
     "resnet": (None, 128),  # 1x1 stride-2 shortcuts
 }

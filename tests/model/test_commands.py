@@ -106,9 +106,9 @@ def test_check_exit_code_when_the_model_does_not_fit(tmp_path: Path, capsys) -> 
     x = k.layers.Flatten()(k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(2000, 1)(x)))
     src = save_h5(k.Model(inp, x), tmp_path / "big.h5")
     run = run_cli(capsys, "check", src)
-    # k210tool's backend declines it (2000 channels); nncase would give the 1024-channel conv the KPU: refused
-    # before compiling, as convert refuses it
-    assert_one_line_error(run, "does not fit", "KPU RAM", "64x64x1024")
+    # the 1024-channel conv's maps cannot share the KPU's 2 MiB with its input (and cannot run in channel groups:
+    # its output leaves the KPU whole): refused with the layer and the fix, as convert refuses it
+    assert_one_line_error(run, "does not fit", "KPU", "'conv2d_1'", "channels")
 
 
 @pytest.mark.slow  # two nncase compiles
