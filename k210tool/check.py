@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from k210tool.boards import Board, get_board
-from k210tool.convert import choose_kmodel_version, flash_room, refuse_what_cannot_fit
-from k210tool.errors import InputError
+from k210tool.convert import choose_kmodel_version, declined_text, flash_room, refuse_what_cannot_fit
+from k210tool.errors import DoesNotFitError, InputError
 from k210tool.model.lint import CheckResult, LayerPlacement, estimate_memory, predict, suggestions_for
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
 from k210tool.report import Reporter
@@ -50,7 +50,7 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
 
         with rep.stage("lowering"):
             rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate), rep)
-    why = refused = None
+    why = refused = declined = None
     if opts.rewrite and opts.backend in ("auto", "k210tool"):
         from k210tool.compile.netplan import KpuRamError, PlanError
 
@@ -62,10 +62,15 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
             if isinstance(exc, KpuRamError):  # nncase fails on it too: the layer and the fix, not a prediction
                 refused = str(exc)
             else:
-                why = exc.message
-                rep.info(f"k210tool's KPU backend cannot express this model ({why}): predicting nncase's compile")
+                why, declined = exc.message, f"k210tool's KPU backend {declined_text(exc)} ({exc.message})"
+                rep.info(f"{declined}: predicting nncase's compile")
     if opts.rewrite and refused is None:
-        refuse_what_cannot_fit(loaded, board, nncase=True)  # what convert refuses before nncase compiles
+        try:  # what convert refuses before nncase compiles
+            refuse_what_cannot_fit(loaded, board, nncase=True)
+        except DoesNotFitError as exc:
+            if why is None:
+                raise
+            raise DoesNotFitError(f"{exc.message}; {declined}", exc.hint) from None
     result = _nncase_prediction(opts, loaded, board)
     result.fallback = why
     result.refused = refused
@@ -126,13 +131,13 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     from k210tool.compile.kmodel.footprint import board_fit, census
     from k210tool.compile.kpu_backend import compile_kpu
     from k210tool.compile.ramsplit import layer_need
-    from k210tool.convert import fits_memory
+    from k210tool.convert import fits_memory, max_file
 
     pre, faces = _synthetic_faces(loaded)
     version = choose_kmodel_version(board, None, Reporter())
     with rep.stage("KPU backend (synthetic calibration)"):  # the layouts convert tries, judged as convert does
         res = compile_kpu(loaded.model, loaded.graph, pre, faces, reporter=rep,
-                          fits=lambda v5: fits_memory(v5, version, board))
+                          fits=lambda v5: fits_memory(v5, version, board), max_file=max_file(board))
     kmodel = transcode_to_v4(res.kmodel) if version == 4 else res.kmodel
     km = read_kmodel(kmodel)
     fit, ops = board_fit(km, board.firmware), census(km)

@@ -228,7 +228,7 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
     from k210tool.compile.netplan import KpuRamError, PlanError
 
     method = opts.calibration.method
-    why = None
+    why = declined = None
     if loaded.is_keras and opts.backend in ("auto", "k210tool"):
         from k210tool.compile.kpu_backend import BackendOptions, compile_kpu
 
@@ -237,7 +237,8 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
                 res = compile_kpu(loaded.model, loaded.graph, pre, calib,
                                   BackendOptions("minmax" if method == "auto" else method, opts.prelu_layout,
                                                  opts.dense), rep,
-                                  fits=lambda v5: fits_memory(v5, version, board))
+                                  fits=lambda v5: fits_memory(v5, version, board),
+                                  max_file=max_file(board, opts.allow_overflow))
             st = res.stats
             kpu = {"layers": st.kpu_layers, "kpu_macs": st.kpu_macs, "cpu_macs": st.cpu_macs,
                    "kpu_weight_bytes": st.kpu_weight_bytes, "cpu_weight_bytes": st.cpu_weight_bytes,
@@ -249,12 +250,17 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
         except PlanError as exc:
             if opts.backend == "k210tool" or isinstance(exc, KpuRamError):  # nncase fails on that one too
                 raise
-            why = exc.message
-            rep.info(f"k210tool's KPU backend cannot express this model ({why}): compiling with nncase")
+            why, declined = exc.message, f"k210tool's KPU backend {declined_text(exc)} ({exc.message})"
+            rep.info(f"{declined}: compiling with nncase")
     elif not loaded.is_keras and opts.backend == "k210tool":
         raise InputError(f"k210tool's KPU backend reads Keras models; {loaded.path} is {loaded.format}",
                          "use --backend nncase (or auto)")
-    refuse_what_cannot_fit(loaded, board, opts.allow_overflow, nncase=True)  # nncase compiles it: before its minutes
+    try:
+        refuse_what_cannot_fit(loaded, board, opts.allow_overflow, nncase=True)  # nncase compiles it: before its minutes
+    except DoesNotFitError as exc:
+        if why is None:
+            raise
+        raise DoesNotFitError(f"{exc.message}; {declined}", exc.hint) from None
     if method in ("minmax", "percentile"):
         raise InputError(f"--calib-method {method} is k210tool's backend's; nncase compiles this model",
                          "use no_clip, l2, kld_m0/1/2 or cdf")
@@ -296,6 +302,18 @@ def _check_input_fits(shape: tuple[int, int, int], board: Board, allow_overflow:
                           + ("" if need <= K210_SRAM else " and the K210 has 8 MiB of SRAM in all"),
                           "use a smaller input (--input-size H W when the model allows it); `k210tool check` shows "
                           "the memory per layer")
+
+
+def max_file(board: Board, allow_overflow: bool = False) -> int:
+    """The most bytes a kmodel file may take on the board: its flash room and (unless the user allows an
+    overflow) the model memory its firmware leaves, which the whole file is read into."""
+    return flash_room(board) if allow_overflow else min(flash_room(board), board.model_memory)
+
+
+def declined_text(exc: Exception) -> str:
+    from k210tool.compile.netplan import BackendTooBig
+
+    return "cannot fit it" if isinstance(exc, BackendTooBig) else "cannot express this model"
 
 
 def refuse_what_cannot_fit(loaded: LoadedModel, board: Board, allow_overflow: bool = False, nncase: bool = False) -> None:

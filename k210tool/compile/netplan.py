@@ -32,6 +32,11 @@ class KpuRamError(PlanError, DoesNotFitError):
     compact storage, and which cannot be split: nncase fails on it too, so it is refused, not compiled."""
 
 
+class BackendTooBig(PlanError, DoesNotFitError):
+    """k210tool's backend can express the model, but none of its layouts fits the board: ``convert`` (auto)
+    then tries nncase, whose kmodel of the same model may be smaller (a CPU tail it keeps off the KPU)."""
+
+
 @dataclass
 class Act:
     """An activation fused after a convolution or add: ``slopes`` is the per-channel slope for negative

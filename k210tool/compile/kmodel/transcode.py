@@ -107,6 +107,7 @@ class _Transcoder:
         self.report = TranscodeReport()
         self.counter = 0
         self.folded: set[int] = set()  # downloads already folded into their convolution
+        self._download_index: dict[int, tuple[list[Any], dict[int, list[int]]]] = {}
 
     # ------------------------------------------------------------------------------- memory
     def sv_range(self, rng: MemoryRange) -> MemoryRange:
@@ -212,16 +213,30 @@ class _Transcoder:
             raise TranscodeError(f"{self.where_now}: k210 op {op.name} has no v4 form", _DEFAULT_HINT)
         return i
 
+    def _downloads(self, ops: list[Any]) -> dict[int, list[int]]:
+        """The positions of ``ops``' KPU downloads by the KPU address they read, computed once per op list."""
+        known = self._download_index.get(id(ops))
+        if known is None or known[0] is not ops:
+            index: dict[int, list[int]] = {}
+            for j, op in enumerate(ops):
+                if isinstance(op, Op) and op.name == "kpu_download":
+                    index.setdefault(op.args["input"].start, []).append(j)
+            known = self._download_index[id(ops)] = (ops, index)
+        return known[1]
+
     def _kpu_conv(self, conv: KpuConv, ops: list[Any], i: int, resolve: Any) -> None:
         layer = conv.layer
         main = resolve(conv.main_mem_output) if conv.main_mem_output is not None and conv.main_mem_output.size \
             else None
         oc, oh, ow = layer.out_shape
         want = (conv.batches, oc, oh, ow)
-        for j in range(i + 1, len(ops)):
+        # the first download of this map after it, unless a KPU conv overwrites the map before (indexed: a
+        # function of thousands of KPU layers would otherwise be scanned once per layer)
+        found = next((j for j in self._downloads(ops).get(layer.dst_address, ()) if j > i
+                      and tuple(ops[j].args["in_shape"]) == want and id(ops[j]) not in self.folded), None)
+        for j in range(i + 1, i + 1 if found is None else found + 1):
             nxt = ops[j]
-            if isinstance(nxt, Op) and nxt.name == "kpu_download" and nxt.args["input"].start == layer.dst_address \
-                    and tuple(nxt.args["in_shape"]) == want and id(nxt) not in self.folded:
+            if j == found:
                 target = resolve(nxt.args["output"])
                 if main is None:
                     main = MemoryRange(target.location, 1, target.start, int(np.prod(want)))
