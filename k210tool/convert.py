@@ -238,7 +238,7 @@ def compile_model(loaded: LoadedModel, opts: ConvertOptions, pre: Preprocess, ca
                                   BackendOptions("minmax" if method == "auto" else method, opts.prelu_layout,
                                                  opts.dense), rep,
                                   fits=lambda v5: fits_memory(v5, version, board),
-                                  max_file=max_file(board, opts.allow_overflow))
+                                  max_file=_backend_limit(opts, board))
             st = res.stats
             kpu = {"layers": st.kpu_layers, "kpu_macs": st.kpu_macs, "cpu_macs": st.cpu_macs,
                    "kpu_weight_bytes": st.kpu_weight_bytes, "cpu_weight_bytes": st.cpu_weight_bytes,
@@ -308,6 +308,14 @@ def max_file(board: Board, allow_overflow: bool = False) -> int:
     """The most bytes a kmodel file may take on the board: its flash room and (unless the user allows an
     overflow) the model memory its firmware leaves, which the whole file is read into."""
     return flash_room(board) if allow_overflow else min(flash_room(board), board.model_memory)
+
+
+def _backend_limit(opts: ConvertOptions, board: Board) -> int | None:
+    """The file size past which k210tool's backend gives the model up to nncase: none when the user chose its
+    layout (--dense, --prelu-layout, --backend k210tool) - the kmodel is then judged with advice."""
+    if opts.backend == "k210tool" or opts.dense != "auto" or opts.prelu_layout != "auto":
+        return None
+    return max_file(board, opts.allow_overflow)
 
 
 def declined_text(exc: Exception) -> str:

@@ -102,13 +102,13 @@ def test_check_exit_code_when_the_model_does_not_fit(tmp_path: Path, capsys) -> 
     k = import_tf_keras()
     inp = k.Input((64, 64, 3))
     x = k.layers.Conv2D(64, 3, padding="same")(inp)
-    x = k.layers.Conv2D(1024, 3, padding="same")(x)  # 2.4 M parameters and 16 MB float maps on the CPU
+    x = k.layers.Conv2D(1024, 3, padding="same", name="wide")(x)  # 2.4 M parameters and 16 MB float maps on the CPU
     x = k.layers.Flatten()(k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(2000, 1)(x)))
     src = save_h5(k.Model(inp, x), tmp_path / "big.h5")
     run = run_cli(capsys, "check", src)
     # the 1024-channel conv's maps cannot share the KPU's 2 MiB with its input (and cannot run in channel groups:
     # its output leaves the KPU whole): refused with the layer and the fix, as convert refuses it
-    assert_one_line_error(run, "does not fit", "KPU", "'conv2d_1'", "channels")
+    assert_one_line_error(run, "does not fit", "KPU", "'wide'", "channels")
 
 
 @pytest.mark.slow  # two nncase compiles
