@@ -19,8 +19,8 @@ from k210tool.compile.kmodel.stackvm import i32, reduced_shape
 from k210tool.errors import InputError
 from k210tool.sim.interp import jit
 from k210tool.sim.interp import reduce as red
-from k210tool.sim.interp.kpu import parallel, threads
 from k210tool.sim.interp.memory import v5_dtype
+from k210tool.sim.interp.workers import parallel, threads
 
 Step = Callable[[Any], None]
 F32 = np.float32

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import V4_CONST, V4_KPU, V4_MAIN, Kmodel, KpuConv, MemoryRange, Op
-from k210tool.sim.interp import jit, kpu
+from k210tool.sim.interp import jit, kpu, kpuram
 from k210tool.sim.interp.cpu5 import (
     F32,
     Conv2dGeometry,
@@ -81,16 +81,16 @@ class V4Program:
         pools = pools if pools is not None else self.new_pools(len(inputs))
         v4 = self.model.v4
         rng = v4.inputs[0]
-        pools[("kpuram",)] = kpu.KpuRam(pools[("kpu",)])
+        pools[("kpuram",)] = kpuram.KpuRam(pools[("kpu",)])
         if rng.location == V4_KPU:  # the runtime uploads a KPU-resident input in row layout
             shape = v4.input_shapes[0]
-            pools[("kpuram",)].store(rng.start, tuple(shape), kpu.to_cm(inputs.reshape(len(inputs), *shape)))
+            pools[("kpuram",)].store(rng.start, tuple(shape), kpuram.to_cm(inputs.reshape(len(inputs), *shape)))
         else:
             _flat(pools, rng, np.dtype(np.uint8))[...] = inputs
         for where, step in self.steps:
             try:
                 step(pools)
-            except (kpu.KpuModelError, UnsupportedOp, ValueError, IndexError) as exc:
+            except (kpuram.KpuModelError, UnsupportedOp, ValueError, IndexError) as exc:
                 raise UnsupportedOp(f"{where}: {exc}") from exc
         for rng in v4.outputs:
             if rng.location == V4_KPU:
@@ -115,7 +115,7 @@ def _kpu_conv2d(run: list[KpuConv]) -> Step:
         y = runner(ram.load(src, in_shape))
         ram.store(dst, out_shape, y)
         if main is not None:
-            _t(pools, main, out_shape, np.dtype(np.uint8))[...] = kpu.from_cm(y, ram.n)
+            _t(pools, main, out_shape, np.dtype(np.uint8))[...] = kpuram.from_cm(y, ram.n)
     return step
 
 
@@ -124,7 +124,7 @@ def _kpu_upload(op: Op) -> Step:
     shape = tuple(int(d) for d in a["in_shape"])
 
     def step(pools: dict) -> None:
-        pools[("kpuram",)].store(a["output"].start, shape, kpu.to_cm(_t(pools, a["input"], shape, np.dtype(np.uint8))))
+        pools[("kpuram",)].store(a["output"].start, shape, kpuram.to_cm(_t(pools, a["input"], shape, np.dtype(np.uint8))))
     return step
 
 
