@@ -31,9 +31,9 @@ import numpy as np
 
 from k210tool.errors import DeviceError, GateError, InputError
 from k210tool.report import Reporter
+from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine
 
 UPLOAD_MODES = ("deploy", "flash", "skip")
-ENGINES = ("auto", "nncase", "numpy")
 DEFAULT_VECTORS = 4
 DEFAULT_INPUTS_DIR = "/sd/k210tool_parity"
 
@@ -70,8 +70,8 @@ class BoardTestOptions:
             raise InputError(f"--vectors {self.vectors} must be between 1 and 1000")
         if self.upload not in UPLOAD_MODES:
             raise InputError(f"unknown upload mode {self.upload!r}", f"use one of {', '.join(UPLOAD_MODES)}")
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine {self.engine!r}", f"use one of {', '.join(ENGINES)}")
+        if self.engine not in ENGINE_CHOICES:
+            raise InputError(f"unknown engine {self.engine!r}", f"use one of {', '.join(ENGINE_CHOICES)}")
         for flag, value in (("--min-cosine", self.min_cosine), ("--float-min-cosine", self.float_min_cosine)):
             if not -1.0 <= value <= 1.0:
                 raise InputError(f"{flag} {value} is not a cosine similarity", "use a value in -1..1")
@@ -165,19 +165,11 @@ def make_inputs(pre: Any, vectors: int | None, data: Path | None, max_inputs: in
 
 def reference_engine(kmodel: bytes, version: int, engine: str) -> tuple[Any, str]:
     """The host engine for the comparison and its description."""
-    if version == 3:
-        raise InputError("test-board compares with nncase 1.9's Simulator or k210tool's NumPy interpreter, "
-                         "which run kmodel v4 and v5; this kmodel is v3",
-                         "convert the model with k210tool convert (v4 or v5)")
-    if engine == "nncase" and version != 5:
-        raise InputError("nncase's Simulator runs kmodel v5 only", "use --engine numpy (or auto) for v4")
-    if engine == "nncase" or (engine == "auto" and version == 5):
-        from k210tool.sim.engine import NncaseEngine
+    name = choose_engine(engine, version)
+    return make_engine(name, kmodel, "NCHW"), _REFERENCE_NAMES[name]
 
-        return NncaseEngine(kmodel, input_layout="NCHW"), "nncase Simulator (nncase 1.9)"
-    from k210tool.sim.interp import NumpyEngine
 
-    return NumpyEngine(kmodel, input_layout="NCHW"), "k210tool NumPy interpreter"
+_REFERENCE_NAMES = {"nncase": "nncase Simulator (nncase 1.9)", "numpy": "k210tool NumPy interpreter"}
 
 
 def float_outputs(path: Path, pre: Any, batch: np.ndarray) -> list[np.ndarray]:
