@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.errors import DeviceError, GateError, InputError
+from k210tool.eval.fidelity import cosine
 from k210tool.report import Reporter
 from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine
 
@@ -135,15 +136,6 @@ class BoardTestResult:
 
 
 # --- the steps -------------------------------------------------------------------------------------------
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two flat vectors; 1.0 when both are all zeros, NaN when any value is NaN."""
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx == 0.0 or ny == 0.0:
-        return 1.0 if nx == ny else 0.0
-    return float(x @ y / (nx * ny))
-
-
 def make_inputs(pre: Any, vectors: int | None, data: Path | None, max_inputs: int, seed: int,
                 reporter: Reporter) -> tuple[list[str], np.ndarray]:
     """(source names, uint8 NHWC batch in the kmodel's channel order) - the host side of the inputs."""
@@ -172,17 +164,13 @@ def reference_engine(kmodel: bytes, version: int, engine: str) -> tuple[Any, str
 _REFERENCE_NAMES = {"nncase": "nncase Simulator (nncase 1.9)", "numpy": "k210tool NumPy interpreter"}
 
 
-def float_outputs(path: Path, pre: Any, batch: np.ndarray) -> list[np.ndarray]:
-    """The float model's outputs for the board's inputs, one flat array per vector."""
-    from k210tool.model.load import load_model
+def float_outputs(path: Path, pre: Any, batch: np.ndarray, reporter: Reporter | None = None) -> list[np.ndarray]:
+    """The float model's (first) output for the board's inputs, one flat array per vector."""
+    from k210tool.model.load import LoadOptions
+    from k210tool.sim.floatrun import FloatRunner
 
-    loaded = load_model(path)
-    if loaded.model is None:
-        raise InputError(f"--model {path} is a {loaded.format} file; the float comparison runs Keras models",
-                         "pass the .h5/.keras model the kmodel was converted from")
-    out = loaded.model.predict(pre.normalize(batch), verbose=0, batch_size=8)
-    out = out[0] if isinstance(out, (list, tuple)) else out
-    return [np.asarray(o, np.float32).ravel() for o in out]
+    run = FloatRunner(path, LoadOptions(), pre, use_cache=False, batch_size=8, reporter=reporter).run(batch)
+    return [o.ravel() for o in run.outputs[0]]
 
 
 def _location(opts: BoardTestOptions, board: Any) -> Any:
@@ -392,7 +380,7 @@ def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> 
     with reporter.stage("reference"):
         engine, ref_name = reference_engine(data, version, opts.engine)
         reference = engine.run(fed)
-    floats = float_outputs(opts.float_model, pre, fed) if opts.float_model is not None else None
+    floats = float_outputs(opts.float_model, pre, fed, reporter) if opts.float_model is not None else None
     uploaded = _upload_and_flash(opts, board, loc, data, fed, reporter)
     text = _run_on_board(opts, script.source, len(names), reporter)
     run = parity.parse_parity(text, strict=False)
@@ -436,5 +424,5 @@ def _run_on_board(opts: BoardTestOptions, source: str, vectors: int, reporter: R
         return run_parity(transport, source, vectors, opts.timeout, reporter)
 
 
-__all__ = ["BoardTestOptions", "BoardTestResult", "VectorResult", "check_gate", "compare", "cosine",
+__all__ = ["BoardTestOptions", "BoardTestResult", "VectorResult", "check_gate", "compare",
            "gate_failures", "make_inputs", "reference_engine", "run_board_test", "run_parity", "upload_files"]
