@@ -280,4 +280,3 @@ RULES: tuple[Rule, ...] = (
     Rule("fold-batchnorm", "BatchNormalization after Dense or Flatten-of-conv (left on the CPU by nncase)",
          "the BN folded into the preceding weights", "yes (within float rounding)", fold_batchnorm),
 )
-APPROXIMATE = tuple(r.name for r in RULES if r.approximate)
