@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.model.graph import Graph, Node, Ref
-from k210tool.model.rules import CONV_CLASSES, DROPOUT_CLASSES, _padding_pairs, _pair, tf_same_pads
+from k210tool.model.rules import CONV_CLASSES, DROPOUT_CLASSES, int_pair, padding_pairs, tf_same_pads
 
 KPU_ACTIVATIONS = {"relu", "relu6", "linear", None, "leaky_relu"}
 FUSABLE_ACT_CLASSES = {"ReLU", "LeakyReLU"}
@@ -75,9 +75,9 @@ class CheckResult:
 
 def _kpu_conv_reason(g: Graph, node: Node) -> str | None:
     """None when a Conv2D/DepthwiseConv2D can run on the KPU, else why not."""
-    k = _pair(node.get("kernel_size", 1))
-    s = _pair(node.get("strides", 1))
-    d = _pair(node.get("dilation_rate", 1))
+    k = int_pair(node.get("kernel_size", 1))
+    s = int_pair(node.get("strides", 1))
+    d = int_pair(node.get("dilation_rate", 1))
     if k[0] != k[1] or k[0] not in (1, 3):
         return f"kernel {k[0]}x{k[1]} (the KPU runs 1x1 and 3x3)"
     if s[0] != s[1] or s[0] not in (1, 2):
@@ -100,9 +100,9 @@ def _kpu_conv_reason(g: Graph, node: Node) -> str | None:
 
 
 def _same_stride2_problem(g: Graph, node: Node) -> str | None:
-    if node.get("padding") != "same" or _pair(node.get("strides", 1)) == (1, 1):
+    if node.get("padding") != "same" or int_pair(node.get("strides", 1)) == (1, 1):
         return None
-    k = _pair(node.get("kernel_size", 1))
+    k = int_pair(node.get("kernel_size", 1))
     hw = g.shape_of(node.inputs[0])
     if hw is None:
         return "TensorFlow 'same' padding on a stride-2 conv"
@@ -114,7 +114,7 @@ def _same_stride2_problem(g: Graph, node: Node) -> str | None:
 
 
 def _symmetric(node: Node) -> bool:
-    (t, b), (le, r) = _padding_pairs(node.config)
+    (t, b), (le, r) = padding_pairs(node.config)
     return t == b and le == r
 
 
@@ -202,7 +202,7 @@ def _conv(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> Non
         source = producer.inputs[0]
         producer = g.nodes[source.layer]
     hw = g.shape_of(source)
-    if not pad_problem and hw is not None and _pair(node.get("strides", 1)) == (2, 2) and (hw[0] % 2 or hw[1] % 2):
+    if not pad_problem and hw is not None and int_pair(node.get("strides", 1)) == (2, 2) and (hw[0] % 2 or hw[1] % 2):
         pad_problem = (f"stride 2 on an odd {hw[0]}x{hw[1]} input: a stride-1 KPU conv, then a CPU "
                        "slice (the KPU's 2x2 down-sampling needs even sizes)")
     p.reason = "conv" + (f"; {pad_problem}" if pad_problem else "")
@@ -303,7 +303,7 @@ def _global_pool(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None)
 
 
 def _pool(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
-    pool, stride = _pair(node.get("pool_size", 2)), _pair(node.get("strides") or node.get("pool_size", 2))
+    pool, stride = int_pair(node.get("pool_size", 2)), int_pair(node.get("strides") or node.get("pool_size", 2))
     if producer is not None and producer.name in w.by_kpu and pool == stride and pool[0] in (2, 4):
         p.placement, p.reason, p.fused_into = "fused", f"KPU {pool[0]}x{pool[1]} pooling", producer.name
         _follow(node.name, producer.name, w.on_kpu, w.by_kpu)

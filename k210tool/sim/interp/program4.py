@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import V4_CONST, V4_KPU, V4_MAIN, Kmodel, KpuConv, MemoryRange, Op
-from k210tool.sim.interp import jit, kpu, kpuram
+from k210tool.sim.interp import kpu, kpuram
 from k210tool.sim.interp.cpu5 import (
     F32,
     Conv2dGeometry,
     UnsupportedOp,
-    by_images,
     conv2d_f32,
+    dequantize_into,
     py_slice,
-    row_views,
+    quantize_into,
 )
 from k210tool.sim.interp.memory import view
 
@@ -137,11 +137,7 @@ def _dequantize(op: Op) -> Step:
     def step(pools: dict) -> None:
         src = _flat(pools, a["input"], np.dtype(np.uint8))
         dst = _flat(pools, a["output"], np.dtype(F32), src.shape[1])
-        rows = row_views(src, dst)
-        if rows is not None:
-            by_images(lambda s, d: jit.dequantize(s, scale, zero, d), *rows)
-        else:
-            dst[...] = src.astype(F32) * scale + zero
+        dequantize_into(src, dst, scale, zero)
     return step
 
 
@@ -153,11 +149,7 @@ def _quantize(op: Op) -> Step:
     def step(pools: dict) -> None:
         src = _flat(pools, a["input"], np.dtype(F32))
         dst = _flat(pools, a["output"], np.dtype(np.uint8), src.shape[1])
-        rows = row_views(src, dst)
-        if rows is not None:
-            by_images(lambda s, d: jit.quantize(s, scale, zp, F32(0), F32(255), d), *rows)
-        else:
-            dst[...] = np.clip(np.rint(src * scale + zp), 0, 255)
+        quantize_into(src, dst, scale, zp, 0, 255)
         if src.shape[1] % 2:  # the runtime's odd tail element goes through roundf (half away from zero)
             tail = src[:, -1] * scale + zp
             dst[:, -1] = np.clip(np.sign(tail) * np.floor(np.abs(tail) + F32(0.5)), 0, 255)
