@@ -11,12 +11,12 @@ express raises :class:`PlanError` naming the layer, so ``convert`` can fall back
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from k210tool.errors import DoesNotFitError, K210ToolError
 from k210tool.model.graph import Graph, Node, Ref
+from k210tool.model.rules import int_pair, padding_pairs, tf_same_pads
 
 KPU_MIN_SIZE = 4  # every KPU output is at least 4x4 (nncase pads smaller ones; we keep them on the CPU)
 KPU_MAX_CHANNELS = 1024
@@ -202,9 +202,7 @@ class _Reader:
         pad = (0, 0, 0, 0)
         prev = self.g.nodes[src_ref.layer]
         if prev.class_name == "ZeroPadding2D":
-            from k210tool.model.rotate import _pads
-
-            (t, b), (le, r) = _pads(prev.config)
+            (t, b), (le, r) = padding_pairs(prev.config)
             pad, src_ref = (t, b, le, r), prev.inputs[0]
         w = [np.asarray(x, np.float64) for x in node.weights]
         if node.class_name == "Dense":
@@ -215,13 +213,13 @@ class _Reader:
                 raise PlanError(f"layer {node.name!r}: Dense on a feature that is not 1x1")
             src_ref = Ref(self.tensor_of(src_ref), 0)
         else:
-            k = int(_pair(node.get("kernel_size"))[0])
-            if _pair(node.get("kernel_size")) != (k, k) or _pair(node.get("strides", 1))[0] != _pair(
+            k = int(int_pair(node.get("kernel_size"))[0])
+            if int_pair(node.get("kernel_size")) != (k, k) or int_pair(node.get("strides", 1))[0] != int_pair(
                     node.get("strides", 1))[1]:
                 raise PlanError(f"layer {node.name!r}: non-square kernel or stride")
-            if _pair(node.get("dilation_rate", 1)) != (1, 1):
+            if int_pair(node.get("dilation_rate", 1)) != (1, 1):
                 raise PlanError(f"layer {node.name!r}: dilated convolution")
-            stride = _pair(node.get("strides", 1))[0]
+            stride = int_pair(node.get("strides", 1))[0]
             depthwise = node.class_name == "DepthwiseConv2D"
             if depthwise:
                 if int(node.get("depth_multiplier", 1)) != 1:
@@ -233,7 +231,7 @@ class _Reader:
                 kernel = w[0].transpose(3, 2, 0, 1)
             if node.get("padding") == "same":
                 h, wd = self.g.shape_of(src_ref) or (0, 0)
-                pad = _same_pads(h, wd, k, stride)
+                pad = (*tf_same_pads(h, k, stride), *tf_same_pads(wd, k, stride))
         use_bias = node.get("use_bias", True) and len(w) > 1
         bias = w[1] if use_bias else np.zeros(kernel.shape[0])
         act_name = node.get("activation") or "linear"
@@ -340,21 +338,6 @@ class _Reader:
             raise PlanError(f"layer {node.name!r}: {node.class_name} of a map larger than 1x1")
         self.alias[node.name] = src
         self.done.add(node.name)
-
-
-def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        return int(v[0]), int(v[-1])
-    return int(v), int(v)
-
-
-def _same_pads(h: int, w: int, k: int, s: int) -> tuple[int, int, int, int]:
-    def one(n: int) -> tuple[int, int]:
-        out = -(-n // s)
-        total = max((out - 1) * s + k - n, 0)
-        return total // 2, total - total // 2
-    (t, b), (le, r) = one(h), one(w)
-    return t, b, le, r
 
 
 def _bn_affine(bn: Node) -> tuple[np.ndarray, np.ndarray]:

@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from k210tool.errors import DeviceError, GateError, InputError
+from k210tool.eval.fidelity import cosine
 from k210tool.report import Reporter
+from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine
 
 UPLOAD_MODES = ("deploy", "flash", "skip")
-ENGINES = ("auto", "nncase", "numpy")
 DEFAULT_VECTORS = 4
 DEFAULT_INPUTS_DIR = "/sd/k210tool_parity"
 
@@ -70,8 +71,8 @@ class BoardTestOptions:
             raise InputError(f"--vectors {self.vectors} must be between 1 and 1000")
         if self.upload not in UPLOAD_MODES:
             raise InputError(f"unknown upload mode {self.upload!r}", f"use one of {', '.join(UPLOAD_MODES)}")
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine {self.engine!r}", f"use one of {', '.join(ENGINES)}")
+        if self.engine not in ENGINE_CHOICES:
+            raise InputError(f"unknown engine {self.engine!r}", f"use one of {', '.join(ENGINE_CHOICES)}")
         for flag, value in (("--min-cosine", self.min_cosine), ("--float-min-cosine", self.float_min_cosine)):
             if not -1.0 <= value <= 1.0:
                 raise InputError(f"{flag} {value} is not a cosine similarity", "use a value in -1..1")
@@ -135,15 +136,6 @@ class BoardTestResult:
 
 
 # --- the steps -------------------------------------------------------------------------------------------
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity of two flat vectors; 1.0 when both are all zeros, NaN when any value is NaN."""
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-    if nx == 0.0 or ny == 0.0:
-        return 1.0 if nx == ny else 0.0
-    return float(x @ y / (nx * ny))
-
-
 def make_inputs(pre: Any, vectors: int | None, data: Path | None, max_inputs: int, seed: int,
                 reporter: Reporter) -> tuple[list[str], np.ndarray]:
     """(source names, uint8 NHWC batch in the kmodel's channel order) - the host side of the inputs."""
@@ -165,32 +157,20 @@ def make_inputs(pre: Any, vectors: int | None, data: Path | None, max_inputs: in
 
 def reference_engine(kmodel: bytes, version: int, engine: str) -> tuple[Any, str]:
     """The host engine for the comparison and its description."""
-    if version == 3:
-        raise InputError("test-board compares with nncase 1.9's Simulator or k210tool's NumPy interpreter, "
-                         "which run kmodel v4 and v5; this kmodel is v3",
-                         "convert the model with k210tool convert (v4 or v5)")
-    if engine == "nncase" and version != 5:
-        raise InputError("nncase's Simulator runs kmodel v5 only", "use --engine numpy (or auto) for v4")
-    if engine == "nncase" or (engine == "auto" and version == 5):
-        from k210tool.sim.engine import NncaseEngine
-
-        return NncaseEngine(kmodel, input_layout="NCHW"), "nncase Simulator (nncase 1.9)"
-    from k210tool.sim.interp import NumpyEngine
-
-    return NumpyEngine(kmodel, input_layout="NCHW"), "k210tool NumPy interpreter"
+    name = choose_engine(engine, version)
+    return make_engine(name, kmodel, "NCHW"), _REFERENCE_NAMES[name]
 
 
-def float_outputs(path: Path, pre: Any, batch: np.ndarray) -> list[np.ndarray]:
-    """The float model's outputs for the board's inputs, one flat array per vector."""
-    from k210tool.model.load import load_model
+_REFERENCE_NAMES = {"nncase": "nncase Simulator (nncase 1.9)", "numpy": "k210tool NumPy interpreter"}
 
-    loaded = load_model(path)
-    if loaded.model is None:
-        raise InputError(f"--model {path} is a {loaded.format} file; the float comparison runs Keras models",
-                         "pass the .h5/.keras model the kmodel was converted from")
-    out = loaded.model.predict(pre.normalize(batch), verbose=0, batch_size=8)
-    out = out[0] if isinstance(out, (list, tuple)) else out
-    return [np.asarray(o, np.float32).ravel() for o in out]
+
+def float_outputs(path: Path, pre: Any, batch: np.ndarray, reporter: Reporter | None = None) -> list[np.ndarray]:
+    """The float model's (first) output for the board's inputs, one flat array per vector."""
+    from k210tool.model.load import LoadOptions
+    from k210tool.sim.floatrun import FloatRunner
+
+    run = FloatRunner(path, LoadOptions(), pre, use_cache=False, batch_size=8, reporter=reporter).run(batch)
+    return [o.ravel() for o in run.outputs[0]]
 
 
 def _location(opts: BoardTestOptions, board: Any) -> Any:
@@ -400,7 +380,7 @@ def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> 
     with reporter.stage("reference"):
         engine, ref_name = reference_engine(data, version, opts.engine)
         reference = engine.run(fed)
-    floats = float_outputs(opts.float_model, pre, fed) if opts.float_model is not None else None
+    floats = float_outputs(opts.float_model, pre, fed, reporter) if opts.float_model is not None else None
     uploaded = _upload_and_flash(opts, board, loc, data, fed, reporter)
     text = _run_on_board(opts, script.source, len(names), reporter)
     run = parity.parse_parity(text, strict=False)
@@ -444,5 +424,5 @@ def _run_on_board(opts: BoardTestOptions, source: str, vectors: int, reporter: R
         return run_parity(transport, source, vectors, opts.timeout, reporter)
 
 
-__all__ = ["BoardTestOptions", "BoardTestResult", "VectorResult", "check_gate", "compare", "cosine",
+__all__ = ["BoardTestOptions", "BoardTestResult", "VectorResult", "check_gate", "compare",
            "gate_failures", "make_inputs", "reference_engine", "run_board_test", "run_parity", "upload_files"]

@@ -44,6 +44,11 @@ def per_image_cosine(reference: np.ndarray, test: np.ndarray, eps: float = 1e-12
     return np.clip(np.where(both_zero, 1.0, cos), -1.0, 1.0)
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two outputs, flattened: :func:`per_image_cosine` of a batch of one."""
+    return float(per_image_cosine(np.ravel(a)[None], np.ravel(b)[None])[0])
+
+
 def looks_like_classifier(x: np.ndarray, tol: float = 1e-3) -> bool:
     """Rows of non-negative numbers summing to 1 over more than one class: softmax probabilities."""
     a = np.asarray(x, np.float64)

@@ -206,9 +206,6 @@ class Graph:
         shapes = self.shapes.get(ref.layer)
         return shapes[ref.tensor] if shapes and ref.tensor < len(shapes) else None
 
-    def output_names(self) -> list[str]:
-        return [r.layer for r in self.outputs]
-
 
 def _copy_node(n: Node) -> Node:
     return Node(

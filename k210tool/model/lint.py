@@ -11,13 +11,14 @@ in the tests (``tests/model/test_lint.py``).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from k210tool.model.graph import Graph, Node, Ref
-from k210tool.model.rules import CONV_CLASSES, DROPOUT_CLASSES, _padding_pairs, _pair, tf_same_pads
+from k210tool.model.rules import CONV_CLASSES, DROPOUT_CLASSES, int_pair, padding_pairs, tf_same_pads
 
 KPU_ACTIVATIONS = {"relu", "relu6", "linear", None, "leaky_relu"}
 FUSABLE_ACT_CLASSES = {"ReLU", "LeakyReLU"}
@@ -74,9 +75,9 @@ class CheckResult:
 
 def _kpu_conv_reason(g: Graph, node: Node) -> str | None:
     """None when a Conv2D/DepthwiseConv2D can run on the KPU, else why not."""
-    k = _pair(node.get("kernel_size", 1))
-    s = _pair(node.get("strides", 1))
-    d = _pair(node.get("dilation_rate", 1))
+    k = int_pair(node.get("kernel_size", 1))
+    s = int_pair(node.get("strides", 1))
+    d = int_pair(node.get("dilation_rate", 1))
     if k[0] != k[1] or k[0] not in (1, 3):
         return f"kernel {k[0]}x{k[1]} (the KPU runs 1x1 and 3x3)"
     if s[0] != s[1] or s[0] not in (1, 2):
@@ -99,9 +100,9 @@ def _kpu_conv_reason(g: Graph, node: Node) -> str | None:
 
 
 def _same_stride2_problem(g: Graph, node: Node) -> str | None:
-    if node.get("padding") != "same" or _pair(node.get("strides", 1)) == (1, 1):
+    if node.get("padding") != "same" or int_pair(node.get("strides", 1)) == (1, 1):
         return None
-    k = _pair(node.get("kernel_size", 1))
+    k = int_pair(node.get("kernel_size", 1))
     hw = g.shape_of(node.inputs[0])
     if hw is None:
         return "TensorFlow 'same' padding on a stride-2 conv"
@@ -113,7 +114,7 @@ def _same_stride2_problem(g: Graph, node: Node) -> str | None:
 
 
 def _symmetric(node: Node) -> bool:
-    (t, b), (le, r) = _padding_pairs(node.config)
+    (t, b), (le, r) = padding_pairs(node.config)
     return t == b and le == r
 
 
@@ -141,139 +142,192 @@ def _macs(g: Graph, node: Node) -> int:
     return 0
 
 
+@dataclass
+class _Walk:
+    """What :func:`predict` knows while it walks the graph in order."""
+
+    g: Graph
+    places: dict[str, LayerPlacement] = field(default_factory=dict)
+    cpu_ops: Counter[str] = field(default_factory=Counter)
+    on_kpu: set[str] = field(default_factory=set)  # layers whose output lives in KPU memory
+    uploaded: set[str] = field(default_factory=set)  # CPU tensors already uploaded (several KPU convs read one)
+    continued: set[str] = field(default_factory=set)  # KPU tensors already read in place by one conv
+    by_kpu: set[str] = field(default_factory=set)  # layers the KPU computes (the result may come back via the CPU)
+
+
+Handler = Callable[[_Walk, Node, LayerPlacement, Node | None], None]
+
+
 def predict(g: Graph) -> tuple[list[LayerPlacement], Counter[str]]:
     """Per-layer placement and the CPU ops nncase will emit."""
-    places: dict[str, LayerPlacement] = {}
-    cpu_ops: Counter[str] = Counter()
-    on_kpu: set[str] = set()  # layers whose output lives in KPU memory
-    uploaded: set[str] = set()  # CPU tensors already uploaded (several KPU convs can read one upload)
-    continued: set[str] = set()  # KPU tensors already read in place by one conv
-    by_kpu: set[str] = set()  # layers the KPU computes (their result may still come back through the CPU)
+    w = _Walk(g)
     for node in g:
         shape = list(g.full_shape(Ref(node.name, 0)) or [])
         p = LayerPlacement(node.name, node.class_name, "CPU", "", shape, _params(node), _macs(g, node))
-        cls = node.class_name
         producer = g.nodes[node.inputs[0].layer] if node.inputs else None
-        if cls in GLUE_CLASSES:
-            p.placement, p.reason = "glue", "no computation"
-            if producer is not None and producer.name in on_kpu and cls != "InputLayer":
-                on_kpu.add(node.name)
-        elif cls in DROPOUT_CLASSES:
-            p.placement, p.reason = "removed", "identity at inference"
-        elif cls in CONV_CLASSES:
-            why = _kpu_conv_reason(g, node)
-            pad_problem = _same_stride2_problem(g, node)
-            if why is None:
-                p.placement = "KPU"
-                asym = producer is not None and producer.class_name == "ZeroPadding2D" and not _symmetric(producer)
-                source = node.inputs[0]
-                if producer is not None and producer.class_name == "ZeroPadding2D" and producer.inputs:
-                    # the padding is folded into the conv: what the KPU reads is the pad's input
-                    source = producer.inputs[0]
-                    producer = g.nodes[source.layer]
-                    if asym:
-                        pad_problem = "asymmetric padding: a stride-1 KPU conv, then a CPU slice"
-                hw = g.shape_of(source)
-                if not pad_problem and hw is not None and _pair(node.get("strides", 1)) == (2, 2) and (
-                        hw[0] % 2 or hw[1] % 2):
-                    pad_problem = (f"stride 2 on an odd {hw[0]}x{hw[1]} input: a stride-1 KPU conv, then a CPU "
-                                   "slice (the KPU's 2x2 down-sampling needs even sizes)")
-                p.reason = "conv" + (f"; {pad_problem}" if pad_problem else "")
-                tiny = hw is not None and min(hw) < 4
-                if tiny:
-                    p.reason += f"; input {hw[0]}x{hw[1]} is padded to 4x4 on the CPU first (KPU minimum)"
-                if pad_problem:
-                    cpu_ops["Slice"] += 1
-                if tiny:
-                    cpu_ops["Pad"] += 1
-                from_cpu = producer is None or producer.name not in on_kpu
-                key = producer.name if producer is not None else ""
-                if from_cpu:
-                    fresh = key not in uploaded
-                else:  # a KPU result feeds the first conv that reads it; nncase re-uploads it for the others
-                    fresh = key in continued
-                    continued.add(key)
-                p.upload = tiny or fresh
-                if from_cpu:
-                    uploaded.add(key)
-                by_kpu.add(node.name)
-                if not pad_problem:  # with a pad problem the result comes back through the CPU
-                    on_kpu.add(node.name)
-            else:
-                p.reason = why
-                cpu_ops["Conv2D"] += 1
-        elif cls == "Dense":
-            in_shape = g.full_shape(node.inputs[0]) or (None,)
-            widest = max(int(node.get("units", 0)), int(in_shape[-1] or 0))
-            if widest > 1024:
-                p.reason = f"{widest} features (the KPU takes at most 1024 channels): CPU matrix multiply"
-                cpu_ops["MatMul"] += 1
-            else:
-                p.placement, p.reason = "KPU", "lowered to a 1x1 conv on a 4x4-padded input"
-                cpu_ops["Pad"] += 1
-                p.upload = True
-                on_kpu.add(node.name)
-                by_kpu.add(node.name)
-        elif cls == "BatchNormalization":
-            if producer is not None and producer.class_name in CONV_CLASSES + ("Dense",):
-                p.placement, p.fused_into = "fused", producer.name
-                p.reason = "folded into the conv's batch-norm table" if producer.name in by_kpu else "folded into the CPU conv"
-                _follow(node.name, producer.name, on_kpu, by_kpu)
-            else:
-                p.reason = "batch-norm not right after a conv: CPU multiply-add"
-                cpu_ops["Binary"] += 2
-        elif cls in FUSABLE_ACT_CLASSES or (cls == "Activation" and node.get("activation") in ("relu", "relu6")):
-            if producer is not None and producer.name in by_kpu:
-                p.placement, p.reason, p.fused_into = "fused", "KPU activation table", _fused_root(places, producer)
-                _follow(node.name, producer.name, on_kpu, by_kpu)
-            else:
-                p.reason = "activation after a CPU op"
-                cpu_ops["Clamp" if cls == "ReLU" else "Unary"] += 1
-        elif cls == "PReLU":
-            # nncase splits x -> relu(x) + a * -relu(-x): lookup tables and a multiply on the CPU, the add
-            # as a KPU conv over the concatenated halves (one more upload)
-            p.placement = "CPU+KPU"
-            p.reason = "PReLU is not a KPU activation: CPU lookup tables and multiply, then a KPU add (upload)"
-            p.upload = True
-            cpu_ops["Binary"] += 1
-            cpu_ops["TableLookup1D"] += 1  # its result goes back through the CPU: the next conv uploads again
-        elif cls == "ZeroPadding2D":
-            users = g.consumers(node.name)
-            if users and all(u.class_name in CONV_CLASSES and _kpu_conv_reason(g, u) is None for u in users):
-                p.placement = "fused"
-                p.reason = ("symmetric padding folded into the KPU conv" if _symmetric(node) else
-                            "asymmetric padding: the conv runs at stride 1 on the KPU and is sliced on the CPU")
-                if producer is not None and producer.name in on_kpu:
-                    on_kpu.add(node.name)
-            else:
-                p.reason = "padding without a KPU conv after it: CPU Pad"
-                cpu_ops["Pad"] += 1
-        elif cls == "Add":
-            hw = g.shape_of(Ref(node.name, 0))
-            if hw is not None and min(hw) < 4:
-                p.reason = f"{hw[0]}x{hw[1]} add (below the KPU's 4x4 minimum): a conv on the CPU"
-                cpu_ops["Conv2D"] += 1
-            else:
-                p.placement, p.reason = "KPU", "lowered to a conv over the concatenated inputs (CPU concat + upload)"
-                p.upload = True
-                on_kpu.add(node.name)
-                by_kpu.add(node.name)
-        elif cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
-            p.reason = "global pooling: CPU Reduce"
-            cpu_ops["Reduce"] += 1
-        elif cls in ("MaxPooling2D", "AveragePooling2D"):
-            pool, stride = _pair(node.get("pool_size", 2)), _pair(node.get("strides") or node.get("pool_size", 2))
-            if producer is not None and producer.name in by_kpu and pool == stride and pool[0] in (2, 4):
-                p.placement, p.reason, p.fused_into = "fused", f"KPU {pool[0]}x{pool[1]} pooling", producer.name
-                _follow(node.name, producer.name, on_kpu, by_kpu)
-            else:
-                p.reason = f"pooling {pool[0]}x{pool[1]} stride {stride[0]} (the KPU pools 2x2/4x4 after a conv)"
-                cpu_ops["ReduceWindow2D"] += 1
-        else:
-            p.reason = f"{cls} runs on the CPU"
-            cpu_ops[cls] += 1
-        places[node.name] = p
-    return list(places.values()), cpu_ops
+        _HANDLERS.get(node.class_name, _on_cpu)(w, node, p, producer)
+        w.places[node.name] = p
+    return list(w.places.values()), w.cpu_ops
+
+
+def _on_cpu(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    p.reason = f"{node.class_name} runs on the CPU"
+    w.cpu_ops[node.class_name] += 1
+
+
+def _glue(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    p.placement, p.reason = "glue", "no computation"
+    if producer is not None and producer.name in w.on_kpu and node.class_name != "InputLayer":
+        w.on_kpu.add(node.name)
+
+
+def _dropout(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    p.placement, p.reason = "removed", "identity at inference"
+
+
+def _conv(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    g = w.g
+    why = _kpu_conv_reason(g, node)
+    if why is not None:
+        p.reason = why
+        w.cpu_ops["Conv2D"] += 1
+        return
+    pad_problem = _same_stride2_problem(g, node)
+    p.placement = "KPU"
+    source = node.inputs[0]
+    if producer is not None and producer.class_name == "ZeroPadding2D" and producer.inputs:
+        # the padding is folded into the conv: what the KPU reads is the pad's input
+        if not _symmetric(producer):
+            pad_problem = "asymmetric padding: a stride-1 KPU conv, then a CPU slice"
+        source = producer.inputs[0]
+        producer = g.nodes[source.layer]
+    hw = g.shape_of(source)
+    if not pad_problem and hw is not None and int_pair(node.get("strides", 1)) == (2, 2) and (hw[0] % 2 or hw[1] % 2):
+        pad_problem = (f"stride 2 on an odd {hw[0]}x{hw[1]} input: a stride-1 KPU conv, then a CPU "
+                       "slice (the KPU's 2x2 down-sampling needs even sizes)")
+    p.reason = "conv" + (f"; {pad_problem}" if pad_problem else "")
+    tiny = hw is not None and min(hw) < 4
+    if tiny:
+        p.reason += f"; input {hw[0]}x{hw[1]} is padded to 4x4 on the CPU first (KPU minimum)"
+    if pad_problem:
+        w.cpu_ops["Slice"] += 1
+    if tiny:
+        w.cpu_ops["Pad"] += 1
+    from_cpu = producer is None or producer.name not in w.on_kpu
+    key = producer.name if producer is not None else ""
+    if from_cpu:
+        fresh = key not in w.uploaded
+        w.uploaded.add(key)
+    else:  # a KPU result feeds the first conv that reads it; nncase re-uploads it for the others
+        fresh = key in w.continued
+        w.continued.add(key)
+    p.upload = tiny or fresh
+    w.by_kpu.add(node.name)
+    if not pad_problem:  # with a pad problem the result comes back through the CPU
+        w.on_kpu.add(node.name)
+
+
+def _dense(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    in_shape = w.g.full_shape(node.inputs[0]) or (None,)
+    widest = max(int(node.get("units", 0)), int(in_shape[-1] or 0))
+    if widest > 1024:
+        p.reason = f"{widest} features (the KPU takes at most 1024 channels): CPU matrix multiply"
+        w.cpu_ops["MatMul"] += 1
+        return
+    p.placement, p.reason = "KPU", "lowered to a 1x1 conv on a 4x4-padded input"
+    w.cpu_ops["Pad"] += 1
+    p.upload = True
+    w.on_kpu.add(node.name)
+    w.by_kpu.add(node.name)
+
+
+def _batch_norm(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    if producer is not None and producer.class_name in CONV_CLASSES + ("Dense",):
+        p.placement, p.fused_into = "fused", producer.name
+        p.reason = "folded into the conv's batch-norm table" if producer.name in w.by_kpu else "folded into the CPU conv"
+        _follow(node.name, producer.name, w.on_kpu, w.by_kpu)
+    else:
+        p.reason = "batch-norm not right after a conv: CPU multiply-add"
+        w.cpu_ops["Binary"] += 2
+
+
+def _activation(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    if node.class_name == "Activation" and node.get("activation") not in ("relu", "relu6"):
+        _on_cpu(w, node, p, producer)
+    elif producer is not None and producer.name in w.by_kpu:
+        p.placement, p.reason, p.fused_into = "fused", "KPU activation table", _fused_root(w.places, producer)
+        _follow(node.name, producer.name, w.on_kpu, w.by_kpu)
+    else:
+        p.reason = "activation after a CPU op"
+        w.cpu_ops["Clamp" if node.class_name == "ReLU" else "Unary"] += 1
+
+
+def _prelu(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    # nncase splits x -> relu(x) + a * -relu(-x): lookup tables and a multiply on the CPU, the add
+    # as a KPU conv over the concatenated halves (one more upload)
+    p.placement = "CPU+KPU"
+    p.reason = "PReLU is not a KPU activation: CPU lookup tables and multiply, then a KPU add (upload)"
+    p.upload = True
+    w.cpu_ops["Binary"] += 1
+    w.cpu_ops["TableLookup1D"] += 1  # its result goes back through the CPU: the next conv uploads again
+
+
+def _zero_padding(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    users = w.g.consumers(node.name)
+    if users and all(u.class_name in CONV_CLASSES and _kpu_conv_reason(w.g, u) is None for u in users):
+        p.placement = "fused"
+        p.reason = ("symmetric padding folded into the KPU conv" if _symmetric(node) else
+                    "asymmetric padding: the conv runs at stride 1 on the KPU and is sliced on the CPU")
+        if producer is not None and producer.name in w.on_kpu:
+            w.on_kpu.add(node.name)
+    else:
+        p.reason = "padding without a KPU conv after it: CPU Pad"
+        w.cpu_ops["Pad"] += 1
+
+
+def _add(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    hw = w.g.shape_of(Ref(node.name, 0))
+    if hw is not None and min(hw) < 4:
+        p.reason = f"{hw[0]}x{hw[1]} add (below the KPU's 4x4 minimum): a conv on the CPU"
+        w.cpu_ops["Conv2D"] += 1
+        return
+    p.placement, p.reason = "KPU", "lowered to a conv over the concatenated inputs (CPU concat + upload)"
+    p.upload = True
+    w.on_kpu.add(node.name)
+    w.by_kpu.add(node.name)
+
+
+def _global_pool(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    p.reason = "global pooling: CPU Reduce"
+    w.cpu_ops["Reduce"] += 1
+
+
+def _pool(w: _Walk, node: Node, p: LayerPlacement, producer: Node | None) -> None:
+    pool, stride = int_pair(node.get("pool_size", 2)), int_pair(node.get("strides") or node.get("pool_size", 2))
+    if producer is not None and producer.name in w.by_kpu and pool == stride and pool[0] in (2, 4):
+        p.placement, p.reason, p.fused_into = "fused", f"KPU {pool[0]}x{pool[1]} pooling", producer.name
+        _follow(node.name, producer.name, w.on_kpu, w.by_kpu)
+    else:
+        p.reason = f"pooling {pool[0]}x{pool[1]} stride {stride[0]} (the KPU pools 2x2/4x4 after a conv)"
+        w.cpu_ops["ReduceWindow2D"] += 1
+
+
+# Keras layer class -> how nncase places it; any other class runs on the CPU (``_on_cpu``)
+_HANDLERS: dict[str, Handler] = {
+    **dict.fromkeys(GLUE_CLASSES, _glue),
+    **dict.fromkeys(DROPOUT_CLASSES, _dropout),
+    **dict.fromkeys(CONV_CLASSES, _conv),
+    "Dense": _dense,
+    "BatchNormalization": _batch_norm,
+    **dict.fromkeys((*FUSABLE_ACT_CLASSES, "Activation"), _activation),
+    "PReLU": _prelu,
+    "ZeroPadding2D": _zero_padding,
+    "Add": _add,
+    "GlobalAveragePooling2D": _global_pool,
+    "GlobalMaxPooling2D": _global_pool,
+    "MaxPooling2D": _pool,
+    "AveragePooling2D": _pool,
+}
 
 
 def _follow(name: str, producer: str, on_kpu: set[str], by_kpu: set[str]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.errors import InputError
+from k210tool.eval.fidelity import per_image_cosine
 from k210tool.model.graph import Graph, annotate_shapes, build_model
 from k210tool.model.rules import RULES, Change, Rule, RuleOptions
 from k210tool.report import Reporter
@@ -104,12 +105,6 @@ def _embed(model: Any, images: np.ndarray, rotation: int = 0, batch: int = 32) -
     return np.concatenate(outs).reshape(len(images), -1)
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    return np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-12)
-
-
 @dataclass
 class Rewritten:
     """A rewrite's result: the lowered graph and model, and the float reference the kmodel is measured
@@ -145,15 +140,15 @@ def rewrite(graph: Graph, original_model: Any, images: np.ndarray | None, opts: 
             else:
                 g1, alone, _ = rewrite_graph(graph, [rule], opts)
                 rotation = g1.input_rotation
-            cos = _cosines(base, _embed(alone, images, rotation))  # type: ignore[arg-type]
+            cos = per_image_cosine(base, _embed(alone, images, rotation))  # type: ignore[arg-type]
             cmean, cmin = float(cos.mean()), float(cos.min())
         results.append(RuleResult(rule.name, len(mine), all(c.exact for c in mine), cmean, cmin, rule.exact))
     whole_mean = whole_min = ref_cos = None
     if base is not None and changes:
-        cos = _cosines(base, _embed(new_model, images, new_graph.input_rotation))  # type: ignore[arg-type]
+        cos = per_image_cosine(base, _embed(new_model, images, new_graph.input_rotation))  # type: ignore[arg-type]
         whole_mean, whole_min = float(cos.mean()), float(cos.min())
         if ref_model is not None:
-            ref_cos = float(_cosines(base, _embed(ref_model, images)).mean())  # type: ignore[arg-type]
+            ref_cos = float(per_image_cosine(base, _embed(ref_model, images)).mean())  # type: ignore[arg-type]
     exact = all(c.exact for c in changes)
     report = RewriteReport(changes, results, whole_mean, whole_min, images_desc, exact,
                            input_rotation=new_graph.input_rotation, reference_cosine=ref_cos)

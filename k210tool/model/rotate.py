@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from k210tool.model.graph import Graph, Node, Ref
+from k210tool.model.rules import int_pair, padding_pairs
 
 CONVS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 # Layers that act on every pixel alike (or on channels only): turning the input turns their output.
@@ -56,29 +57,13 @@ class Stride2:
         return self.top_left == (half, half)
 
 
-def _pair(v: object) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        return int(v[0]), int(v[-1])
-    return int(v), int(v)  # type: ignore[call-overload]
-
-
-def _pads(cfg: dict) -> tuple[tuple[int, int], tuple[int, int]]:
-    p = cfg.get("padding", 1)
-    if isinstance(p, int):
-        return (p, p), (p, p)
-    a, b = p
-    a = (a, a) if isinstance(a, int) else (int(a[0]), int(a[1]))
-    b = (b, b) if isinstance(b, int) else (int(b[0]), int(b[1]))
-    return a, b
-
-
 def stride2_convs(g: Graph) -> list[Stride2]:
     """Every square stride-2 convolution with where its sampling grid starts."""
     found = []
     for node in g:
-        if node.class_name not in CONVS or _pair(node.get("strides", 1)) != (2, 2):
+        if node.class_name not in CONVS or int_pair(node.get("strides", 1)) != (2, 2):
             continue
-        k = _pair(node.get("kernel_size", 1))
+        k = int_pair(node.get("kernel_size", 1))
         (t, _b, le, _r), pad, src = conv_padding(g, node)
         hw = g.shape_of(src)
         if hw is not None and k[0] == k[1]:
@@ -89,8 +74,8 @@ def stride2_convs(g: Graph) -> list[Stride2]:
 def conv_padding(g: Graph, node: Node) -> tuple[tuple[int, int, int, int], str | None, Ref]:
     """(top, bottom, left, right) padding a convolution sees, the ZeroPadding2D giving it (if any), and the
     tensor before that padding."""
-    k = _pair(node.get("kernel_size", 1))
-    s = _pair(node.get("strides", 1))
+    k = int_pair(node.get("kernel_size", 1))
+    s = int_pair(node.get("strides", 1))
     src = node.inputs[0]
     if node.get("padding") == "same":
         hw = g.shape_of(src) or (0, 0)
@@ -99,7 +84,7 @@ def conv_padding(g: Graph, node: Node) -> tuple[tuple[int, int, int, int], str |
         return (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2), None, src
     prev = g.nodes[src.layer]
     if prev.class_name == "ZeroPadding2D" and len(g.consumers(prev.name)) == 1:
-        (t, b), (le, r) = _pads(prev.config)
+        (t, b), (le, r) = padding_pairs(prev.config)
         return (t, b, le, r), prev.name, prev.inputs[0]
     return (0, 0, 0, 0), None, src
 
@@ -113,8 +98,8 @@ def turned_padding(g: Graph, node: Node) -> tuple[int, int, int, int] | str | No
     """The padding that makes the turned convolution compute the turned output: the sides swap when the
     windows tile the padded map exactly; "corner" for a 1x1 stride-2 convolution whose grid moves by one
     (made a 3x3 with its tap in the corner); None when no padding can do it."""
-    k = _pair(node.get("kernel_size", 1))
-    s = _pair(node.get("strides", 1))
+    k = int_pair(node.get("kernel_size", 1))
+    s = int_pair(node.get("strides", 1))
     (t, b, le, r), _pad, src = conv_padding(g, node)
     hw = g.shape_of(src)
     if hw is None:
@@ -139,11 +124,11 @@ def blocking_layer(g: Graph) -> str | None:
         if c in POINTWISE or c in ("ZeroPadding2D", "Cropping2D", "PReLU"):
             continue
         if c in CONVS:
-            if _pair(node.get("dilation_rate", 1)) != (1, 1) or turned_padding(g, node) is None:
+            if int_pair(node.get("dilation_rate", 1)) != (1, 1) or turned_padding(g, node) is None:
                 return node.name
             continue
         if c in ("MaxPooling2D", "AveragePooling2D"):
-            pool, strides = _pair(node.get("pool_size", 2)), _pair(node.get("strides") or node.get("pool_size", 2))
+            pool, strides = int_pair(node.get("pool_size", 2)), int_pair(node.get("strides") or node.get("pool_size", 2))
             hw = g.shape_of(node.inputs[0])
             if pool != strides or hw is None or hw[0] % pool[0] or hw[1] % pool[1]:
                 return node.name  # windows would not tile the map, so the turn moves them
@@ -180,14 +165,14 @@ def rotate(g: Graph) -> list[tuple[str, str]]:
     for node in list(g):
         c = node.class_name
         if c in CONVS:
-            one = _pair(node.get("kernel_size", 1)) == (1, 1) and plans[node.name] != "corner"
+            one = int_pair(node.get("kernel_size", 1)) == (1, 1) and plans[node.name] != "corner"
             _turn_kernel(node)
             detail = _turned_conv(g, node, plans[node.name], pads_of[node.name])
             if not one or "padding" in detail:
                 changes.append((node.name, detail))
         elif c in ("ZeroPadding2D", "Cropping2D") and node.name not in padded_by:
             key = "padding" if c == "ZeroPadding2D" else "cropping"
-            (t, b), (le, r) = _pads({"padding": node.config.get(key, 0)})
+            (t, b), (le, r) = padding_pairs({"padding": node.config.get(key, 0)})
             node.config[key] = ((b, t), (r, le))
         elif c == "PReLU" and node.weights and np.ndim(node.weights[0]) == 3:
             alpha = node.weights[0]
@@ -225,11 +210,11 @@ def _turned_conv(g: Graph, node: Node, plan: tuple[int, int, int, int] | str | N
         detail = "kernel turned 180 degrees"
     assert isinstance(plan, tuple)
     t, b, le, r = plan
-    k = _pair(node.get("kernel_size", 1))
-    if _pair(node.get("strides", 1)) == (2, 2) and k == (3, 3) and (t, le) == (1, 1) and (b, r) in ((0, 0), (1, 1)):
+    k = int_pair(node.get("kernel_size", 1))
+    if int_pair(node.get("strides", 1)) == (2, 2) and k == (3, 3) and (t, le) == (1, 1) and (b, r) in ((0, 0), (1, 1)):
         b, r = 1, 1  # the same windows: the extra bottom/right row is never reached (KPU form)
     hw = g.shape_of(src) or (0, 0)
-    s = _pair(node.get("strides", 1))
+    s = int_pair(node.get("strides", 1))
     same = (_tf_same_total(hw[0], k[0], s[0]), _tf_same_total(hw[1], k[1], s[1]))
     if pad_node is None and (t, b, le, r) == (same[0] // 2, same[0] - same[0] // 2, same[1] // 2,
                                                  same[1] - same[1] // 2) and node.get("padding") == "same":

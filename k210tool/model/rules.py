@@ -58,13 +58,15 @@ class Rule:
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def _pair(v: Any) -> tuple[int, int]:
+def int_pair(v: Any) -> tuple[int, int]:
+    """A Keras size/stride setting (an int or a pair) as (rows, columns)."""
     if isinstance(v, (list, tuple)):
         return int(v[0]), int(v[-1])
     return int(v), int(v)
 
 
-def _padding_pairs(cfg: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+def padding_pairs(cfg: dict[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A ZeroPadding2D config's padding as ((top, bottom), (left, right))."""
     p = cfg.get("padding", 1)
     if isinstance(p, int):
         return (p, p), (p, p)
@@ -136,10 +138,10 @@ def symmetric_stride2(g: Graph, opts: RuleOptions) -> list[Change]:
     for node in list(g):
         if node.class_name not in CONV_CLASSES or node.get("padding") != "same":
             continue
-        strides = _pair(node.get("strides", 1))
+        strides = int_pair(node.get("strides", 1))
         if strides == (1, 1):
             continue
-        kernel = _pair(node.get("kernel_size", 1))
+        kernel = int_pair(node.get("kernel_size", 1))
         hw = g.shape_of(node.inputs[0])
         if hw is None:
             continue
@@ -163,14 +165,14 @@ def symmetric_zeropad(g: Graph, opts: RuleOptions) -> list[Change]:
     for node in list(g):
         if node.class_name != "ZeroPadding2D":
             continue
-        (t, b), (le, r) = _padding_pairs(node.config)
+        (t, b), (le, r) = padding_pairs(node.config)
         if (t, le) == (b, r):
             continue
         users = g.consumers(node.name)
-        if not users or not all(u.class_name in CONV_CLASSES and _pair(u.get("strides", 1)) == (2, 2)
+        if not users or not all(u.class_name in CONV_CLASSES and int_pair(u.get("strides", 1)) == (2, 2)
                                 and u.get("padding") == "valid" for u in users):
             continue
-        k = _pair(users[0].get("kernel_size", 3))
+        k = int_pair(users[0].get("kernel_size", 3))
         sym = ((k[0] - 1) // 2, (k[0] - 1) // 2), ((k[1] - 1) // 2, (k[1] - 1) // 2)
         if (t + b, le + r) != (sum(sym[0]) - 1, sum(sym[1]) - 1) and (t + b, le + r) != (sum(sym[0]), sum(sym[1])):
             continue
@@ -280,4 +282,3 @@ RULES: tuple[Rule, ...] = (
     Rule("fold-batchnorm", "BatchNormalization after Dense or Flatten-of-conv (left on the CPU by nncase)",
          "the BN folded into the preceding weights", "yes (within float rounding)", fold_batchnorm),
 )
-APPROXIMATE = tuple(r.name for r in RULES if r.approximate)

@@ -8,11 +8,14 @@ the same protocol.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from k210tool.errors import InputError
+
+ENGINES = ("nncase", "numpy")  # engines that run a kmodel
+ENGINE_CHOICES = ("auto", *ENGINES)  # what --engine accepts
 
 
 class Engine(Protocol):
@@ -21,6 +24,39 @@ class Engine(Protocol):
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """uint8 ``(N, H, W, C)`` -> list of outputs, each ``(N, ...)``."""
         ...
+
+
+def choose_engine(requested: str, version: int) -> str:
+    """The engine that runs a kmodel of ``version``: ``requested`` (one of :data:`ENGINE_CHOICES`) made definite.
+
+    ``auto`` is nncase's Simulator (the reference) on v5 and the NumPy interpreter on v4, the only one that
+    reads v4 (nncase 1.9 reads v5 only). Neither runs v3.
+    """
+    if requested not in ENGINE_CHOICES:
+        raise InputError(f"unknown engine {requested!r}", f"use one of {', '.join(ENGINE_CHOICES)}")
+    if version not in (4, 5):
+        raise InputError(f"kmodel v{version} cannot be simulated here: nncase 1.9's Simulator and k210tool's NumPy "
+                         "interpreter run kmodel v4 and v5", "convert with k210tool to get a v4 or v5 kmodel")
+    if requested == "nncase" and version != 5:
+        raise InputError("nncase's Simulator runs kmodel v5 only and this kmodel is v4",
+                         "use --engine numpy (or auto), or compare the v5 kmodel (convert --kmodel-version 5)")
+    if requested == "auto":
+        return "nncase" if version == 5 else "numpy"
+    return requested
+
+
+def make_engine(name: str, kmodel: bytes, input_layout: str = "NCHW") -> Any:
+    """An :class:`Engine` by name (one of :data:`ENGINES`)."""
+    if name == "nncase":
+        return NncaseEngine(kmodel, input_layout)
+    if name == "numpy":
+        try:
+            from k210tool.sim.interp import NumpyEngine
+        except ImportError as exc:
+            raise InputError(f"the NumPy kmodel interpreter is not available here ({exc})",
+                             "use --engine nncase") from None
+        return NumpyEngine(kmodel, input_layout)
+    raise InputError(f"unknown engine {name!r}", f"use one of {', '.join(ENGINES)}")
 
 
 def to_layout(batch: np.ndarray, layout: str) -> np.ndarray:

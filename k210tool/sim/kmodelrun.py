@@ -18,9 +18,9 @@ import numpy as np
 from k210tool.errors import InputError
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
+from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine  # noqa: F401 - compare.py's import
 from k210tool.sim.pool import simulate
 
-ENGINE_CHOICES = ("auto", "numpy", "nncase")
 CHECK_IMAGES = 4  # images of the bit-exactness check that decides ``auto``
 
 
@@ -97,20 +97,16 @@ class KmodelRun:
 
 def resolve_engine(requested: str, version: int) -> tuple[str, str]:
     """(engine, note) for a kmodel version, without running anything; ``auto`` on v5 stays ``auto``."""
-    if requested not in ENGINE_CHOICES:
-        raise InputError(f"unknown engine {requested!r}", f"use one of {', '.join(ENGINE_CHOICES)}")
-    if version == 3:
-        raise InputError("kmodel v3 cannot be simulated here", "convert with k210tool to get a v4 or v5 kmodel")
+    name = choose_engine(requested, version)
     if version == 4:
-        if requested == "nncase":
-            raise InputError("nncase's Simulator runs kmodel v5 only and this kmodel is v4",
-                             "use --engine numpy (or auto), or compare the v5 kmodel (convert --kmodel-version 5)")
-        return "numpy", "kmodel v4: NumPy interpreter with the v4 runtime's semantics (nncase cannot run v4)"
-    if requested == "nncase":
-        return "nncase", "nncase Simulator (the reference), as asked"
-    if requested == "numpy":
-        return "numpy", "NumPy interpreter, as asked (not checked against nncase)"
-    return "auto", ""
+        return name, "kmodel v4: NumPy interpreter with the v4 runtime's semantics (nncase cannot run v4)"
+    if requested == "auto":  # run_kmodel checks the NumPy interpreter against nncase on the first images
+        return "auto", ""
+    return name, _AS_ASKED[name]
+
+
+_AS_ASKED = {"nncase": "nncase Simulator (the reference), as asked",
+             "numpy": "NumPy interpreter, as asked (not checked against nncase)"}
 
 
 def run_kmodel(info: KmodelInfo, images: np.ndarray, engine: str = "auto", workers: int | None = None,
@@ -138,8 +134,6 @@ def run_kmodel(info: KmodelInfo, images: np.ndarray, engine: str = "auto", worke
 
 def _check_numpy(info: KmodelInfo, first: np.ndarray, rep: Reporter) -> tuple[str, str, list[np.ndarray]]:
     """Run the first images on nncase and on NumPy: NumPy from here on only if identical byte for byte."""
-    from k210tool.sim.pool import make_engine
-
     reference = simulate(info.data, first, "nncase", workers=1, input_layout=info.input_layout, reporter=rep,
                          description="checking the NumPy interpreter against nncase").outputs
     try:

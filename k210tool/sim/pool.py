@@ -11,36 +11,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from k210tool.errors import InputError, K210ToolError
 from k210tool.report import Reporter
+from k210tool.sim.engine import make_engine
 
-ENGINES = ("nncase", "numpy")
 # images per task: small for the slow Simulator (fine-grained progress, balanced workers), larger for NumPy
 CHUNK = {"nncase": 4, "numpy": 32}
 # engines that only ever run in a worker process: nncase's Simulator segfaults or spins on a corrupt kmodel,
 # which must end in a one-line error, not take this process down
 CHILD_ONLY = ("nncase",)
 STALL_SECONDS = 600.0  # no task finished for this long: the engine hangs (a task takes seconds)
-
-
-def make_engine(name: str, kmodel: bytes, input_layout: str = "NCHW") -> Any:
-    """An :class:`~k210tool.sim.engine.Engine` by name."""
-    if name == "nncase":
-        from k210tool.sim.engine import NncaseEngine
-
-        return NncaseEngine(kmodel, input_layout)
-    if name == "numpy":
-        try:
-            from k210tool.sim.interp import NumpyEngine
-        except ImportError as exc:
-            raise InputError(f"the NumPy kmodel interpreter is not available here ({exc})",
-                             "use --engine nncase") from None
-        return NumpyEngine(kmodel, input_layout)
-    raise InputError(f"unknown engine {name!r}", f"use one of {', '.join(ENGINES)}")
 
 
 def available_cpus() -> int:

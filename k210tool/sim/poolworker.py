@@ -19,7 +19,7 @@ def worker_init(engine: str, kmodel: bytes, layout: str) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "K210TOOL_INTERP_THREADS"):
         os.environ.setdefault(var, "1")
     from k210tool.errors import K210ToolError
-    from k210tool.sim.pool import make_engine
+    from k210tool.sim.engine import make_engine
 
     try:
         _ENGINE = make_engine(engine, kmodel, layout)

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from k210tool.device.hil import BoardTestOptions, VectorResult, cosine, gate_failures, run_board_test
+from k210tool.device.hil import BoardTestOptions, VectorResult, gate_failures, run_board_test
 from k210tool.emulator.process import emulator_process
 from k210tool.errors import DeviceError
+from k210tool.eval.fidelity import cosine
 from k210tool.preprocess import save_image
 from k210tool.train.data.synthetic import identity_images
 

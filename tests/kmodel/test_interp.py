@@ -8,8 +8,9 @@ import pytest
 from k210tool.compile.kmodel.kpu import KpuLayer
 from k210tool.errors import K210ToolError
 from k210tool.sim.engine import NncaseEngine
-from k210tool.sim.interp import NumpyEngine
+from k210tool.sim.interp import NumpyEngine, kpuram
 from k210tool.sim.interp import kpu as kpu_model
+from k210tool.sim.interp.actfast import banker_shift
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -48,14 +49,14 @@ def test_kpu_ram_layout_round_trips_for_every_row_layout():
     ram = np.zeros((2, 1 << 16), np.uint8)
     for c, h, w in ((5, 3, 7), (3, 2, 20), (2, 2, 70), (4, 4, 64), (9, 1, 16)):
         x = rng.integers(0, 256, (2, 1, c, h, w), dtype=np.uint8)
-        kpu_model.upload(ram, 128, x)
-        assert np.array_equal(kpu_model.download(ram, 128, (1, c, h, w)), x)
+        kpuram.upload(ram, 128, x)
+        assert np.array_equal(kpuram.download(ram, 128, (1, c, h, w)), x)
 
 
 def test_kpu_ram_layout_packs_narrow_channels_four_to_a_row():
     ram = np.zeros((1, 4096), np.uint8)
     x = np.arange(1, 1 + 5 * 2 * 3, dtype=np.uint8).reshape(1, 1, 5, 2, 3)
-    kpu_model.upload(ram, 0, x)
+    kpuram.upload(ram, 0, x)
     rows = ram[0, : 2 * 2 * 64].reshape(2, 2, 64)  # 2 blocks of 4 channels, 2 image rows
     assert list(rows[0, 0, 16:19]) == list(x[0, 0, 1, 0])  # channel 1 sits 16 bytes into the row
     assert list(rows[1, 1, 0:3]) == list(x[0, 0, 4, 1])  # channel 4 starts the second block
@@ -65,7 +66,7 @@ def test_banker_shift_matches_the_runtime_including_negative_values():
     t = np.array([5, 6, 7, -3, -5, -6, 12, 0], np.int64)
     s = np.array([1, 2, 1, 1, 2, 2, 0, 3], np.int64)
     # carry_shift<int64, true>: floor, then +sign when the fraction is above half or half with an odd floor
-    assert list(kpu_model.banker_shift(t, s)) == [2, 2, 4, -2, -3, -2, 12, 0]
+    assert list(banker_shift(t, s)) == [2, 2, 4, -2, -3, -2, 12, 0]
 
 
 def test_pooling_kinds():
@@ -125,21 +126,21 @@ def test_lazy_kpu_ram_keeps_the_bytes_a_partly_overwritten_map_left():
     rng = np.random.default_rng(5)
     n, size = 2, 1 << 15
     eager = np.zeros((n, size), np.uint8)
-    lazy = kpu_model.KpuRam(np.zeros((n, size), np.uint8))
+    lazy = kpuram.KpuRam(np.zeros((n, size), np.uint8))
     # 6-wide maps pack four channels to a 64-byte row: a 2-channel map over the second half of an 8-channel
     # one writes channel slots 0 and 1 only, and slots 2 and 3 keep the 8-channel map's bytes
     stores = [(0, (1, 8, 6, 6)), (2 * 64 * 6, (1, 4, 6, 6)), (4096, (1, 3, 10, 10)), (64 * 6, (1, 2, 6, 6)),
               (4096 + 320, (1, 1, 10, 10)), (2 * 64 * 6, (1, 2, 6, 6)), (2 * 64 * 6, (1, 4, 6, 6))]
     for start, shape in stores:
         x = rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
-        kpu_model.upload(eager, start, x)
-        lazy.store(start, shape, kpu_model.to_cm(x))
+        kpuram.upload(eager, start, x)
+        lazy.store(start, shape, kpuram.to_cm(x))
     # an exact hit returns the newest map; other reads see the bytes
     last_start, last_shape = stores[-1]
-    assert np.array_equal(kpu_model.from_cm(lazy.load(last_start, last_shape), n),
-                          kpu_model.download(eager, last_start, last_shape))
+    assert np.array_equal(kpuram.from_cm(lazy.load(last_start, last_shape), n),
+                          kpuram.download(eager, last_start, last_shape))
     for start, shape in ((0, (1, 8, 6, 6)), (4096, (1, 3, 10, 10)), (0, (1, 16, 4, 4))):
-        got = kpu_model.from_cm(lazy.load(start, shape), n)
-        assert np.array_equal(got, kpu_model.download(eager, start, shape)), (start, shape)
+        got = kpuram.from_cm(lazy.load(start, shape), n)
+        assert np.array_equal(got, kpuram.download(eager, start, shape)), (start, shape)
     lazy.flush_range(0, size)
     assert np.array_equal(lazy.ram, eager)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from k210tool.compile.kmodel import KpuConv, read_kmodel
-from k210tool.compile.kmodel.kpu import BatchNorm
+from k210tool.compile.kmodel.kpu import POOL_GEOMETRY, BatchNorm
 from k210tool.sim.interp import jit
 from k210tool.sim.interp import kpu as kpu_model
 from k210tool.sim.interp.actfast import bn_act_exact, y_thresholds
@@ -73,7 +73,7 @@ def _variant(conv: KpuConv, rng: np.random.Generator, ic: int | None = None, oc:
     ic = ic or layer.in_channels
     oc = ic if depthwise else (oc or layer.out_channels)
     f = 3 if fields.get("kernel_type", layer.get("kernel_type")) == 1 else 1
-    stride = kpu_model.POOL_GEOMETRY[fields.get("pool_type", layer.pool_type)][1]
+    stride = POOL_GEOMETRY[fields.get("pool_type", layer.pool_type)][1]
     layer = layer.replace(i_ch_num=ic - 1, o_ch_num=oc - 1, i_row_wid=size - 1, i_col_high=size - 1,
                           o_row_wid=size // stride - 1, o_col_high=size // stride - 1, **fields)
     bn = conv.batch_norm

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 LAYER_WORDS = 12
-LAYER_BYTES = LAYER_WORDS * 8
 ACT_TABLE_BYTES = 18 * 8  # 16 segments + 16 bias bytes
 
 # register name -> [(field, lsb, width)], in word order.

@@ -20,7 +20,6 @@ V5_DATATYPES = {0: "int8", 1: "int16", 2: "int32", 3: "int64", 4: "uint8", 5: "u
                 7: "uint64", 8: "float16", 9: "float32", 10: "float64", 11: "bfloat16"}
 V5_DT_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 1, 5: 2, 6: 4, 7: 8, 8: 2, 9: 4, 10: 8, 11: 2}
 V4_DATATYPES = {0: "float32", 1: "uint8"}
-V4_DT_BYTES = {0: 4, 1: 1}
 # Memory locations: v5 datatypes.h mem_* (+ mem_kpu = mem_private_base in the k210 module); v4 memory_type_t.
 V5_LOCATIONS = {0: "input", 1: "output", 2: "rdata", 3: "data", 4: "shared_data", 64: "kpu"}
 V4_LOCATIONS = {0: "const", 1: "main", 2: "kpu"}

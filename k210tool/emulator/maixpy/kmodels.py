@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from k210tool.emulator.runtime import BoardContext
+from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine
 
-ENGINES = ("auto", "nncase", "numpy")
 _CACHE_SIZE = 4
 
 
@@ -97,8 +97,8 @@ class KmodelLoader:
     """The board's kmodel loader (firmware checks, memory accounting, engines); one per virtual board."""
 
     def __init__(self, engine: str = "auto") -> None:
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}")
+        if engine not in ENGINE_CHOICES:
+            raise ValueError(f"engine must be one of {ENGINE_CHOICES}")
         self.engine_name = engine
         self.engine_lock = threading.Lock()
         self._live: weakref.WeakSet[LoadedKmodel] = weakref.WeakSet()
@@ -144,27 +144,17 @@ class KmodelLoader:
         return model
 
     def _engine(self, data: bytes, version: int) -> Any:
-        name = self.engine_name
-        if name == "auto":
-            name = "nncase" if version == 5 else "numpy"
         if version == 3:
             raise KmodelRejected("emulator", "k210tool's virtual board cannot run kmodel v3 (nncase 0.1); "
                                               "the real board loads it: use a v4/v5 model here")
-        if name == "nncase" and version != 5:
-            name = "numpy"  # nncase 1.9's Simulator reads v5 only
+        # the board runs what it is given: a v4 kmodel asked of nncase (whose Simulator reads v5 only) runs on NumPy
+        name = choose_engine(self.engine_name if version == 5 else "auto", version)
         key = (hashlib.sha256(data).hexdigest(), name)
         if key in self._engines:
             self._engines.move_to_end(key)
             return self._engines[key]
         try:
-            if name == "nncase":
-                from k210tool.sim.engine import NncaseEngine
-
-                engine: Any = NncaseEngine(data, input_layout="NCHW")
-            else:
-                from k210tool.sim.interp import NumpyEngine
-
-                engine = NumpyEngine(data, input_layout="NCHW")
+            engine = make_engine(name, data, "NCHW")
         except Exception as exc:  # the runtime cannot make sense of it: the board's loader fails too
             raise KmodelRejected("format", f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
         self._engines[key] = engine
@@ -208,4 +198,4 @@ def read_flash_model(ctx: BoardContext, address: int, size: int | None = None) -
     return trimmed
 
 
-__all__ = ["ENGINES", "KmodelLoader", "KmodelRejected", "LoadedKmodel", "read_flash_model"]
+__all__ = ["KmodelLoader", "KmodelRejected", "LoadedKmodel", "read_flash_model"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from k210tool.errors import InputError
 from k210tool.sim.engine import to_layout
-from k210tool.sim.interp.kpu import blas_limited, inline, threads
+from k210tool.sim.interp.workers import blas_limited, inline, threads
 
 DEFAULT_CHUNK = 16
 

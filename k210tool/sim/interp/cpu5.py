@@ -19,8 +19,8 @@ from k210tool.compile.kmodel.stackvm import i32, reduced_shape
 from k210tool.errors import InputError
 from k210tool.sim.interp import jit
 from k210tool.sim.interp import reduce as red
-from k210tool.sim.interp.kpu import parallel, threads
 from k210tool.sim.interp.memory import v5_dtype
+from k210tool.sim.interp.workers import parallel, threads
 
 Step = Callable[[Any], None]
 F32 = np.float32
@@ -39,13 +39,8 @@ def build_dequantize(op: Op) -> Step:
     scale, bias = F32(a["scale"]), F32(a["bias"])
 
     def step(mem: Any) -> None:
-        src = _t(mem, a["input"], a["shape"], a["in_strides"])
-        dst = _t(mem, a["output"], a["shape"], a["out_strides"])
-        rows = row_views(src, dst)
-        if rows is not None and dst.dtype == F32:
-            by_images(lambda s, d: jit.dequantize(s, scale, bias, d), *rows)
-        else:
-            dst[...] = src.astype(F32) * scale + bias
+        dequantize_into(_t(mem, a["input"], a["shape"], a["in_strides"]),
+                        _t(mem, a["output"], a["shape"], a["out_strides"]), scale, bias)
     return step
 
 
@@ -53,17 +48,30 @@ def build_quantize(op: Op) -> Step:
     a = op.args
     scale, bias = F32(a["scale"]), F32(a["bias"])
     info = np.iinfo(v5_dtype(a["dst_datatype"]))
-    lo, hi = F32(info.min), F32(info.max)
 
     def step(mem: Any) -> None:
-        src = _t(mem, a["input"], a["shape"], a["in_strides"])
-        dst = _t(mem, a["output"], a["shape"], a["out_strides"])
-        rows = row_views(src, dst)
-        if rows is not None and src.dtype == F32:
-            by_images(lambda s, d: jit.quantize(s, scale, bias, lo, hi, d), *rows)
-        else:
-            dst[...] = np.clip(np.rint(src * scale + bias), info.min, info.max)
+        quantize_into(_t(mem, a["input"], a["shape"], a["in_strides"]),
+                      _t(mem, a["output"], a["shape"], a["out_strides"]), scale, bias, info.min, info.max)
     return step
+
+
+def dequantize_into(src: np.ndarray, dst: np.ndarray, scale: np.float32, bias: np.float32) -> None:
+    """``dst = src * scale + bias`` in float32, by the compiled kernel image by image where it can."""
+    rows = row_views(src, dst)
+    if rows is not None and dst.dtype == F32:
+        by_images(lambda s, d: jit.dequantize(s, scale, bias, d), *rows)
+    else:
+        dst[...] = src.astype(F32) * scale + bias
+
+
+def quantize_into(src: np.ndarray, dst: np.ndarray, scale: np.float32, bias: np.float32, lo: int, hi: int) -> None:
+    """``dst = clip(rint(src * scale + bias), lo, hi)``, by the compiled kernel image by image where it can."""
+    rows = row_views(src, dst)
+    if rows is not None and src.dtype == F32:
+        f_lo, f_hi = F32(lo), F32(hi)
+        by_images(lambda s, d: jit.quantize(s, scale, bias, f_lo, f_hi, d), *rows)
+    else:
+        dst[...] = np.clip(np.rint(src * scale + bias), lo, hi)
 
 
 def row_views(*xs: np.ndarray) -> list[list[np.ndarray]] | None:

@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 
 from k210tool.compile.kmodel.model import V4_CONST, V4_KPU, V4_MAIN, Kmodel, KpuConv, MemoryRange, Op
-from k210tool.sim.interp import jit, kpu
+from k210tool.sim.interp import kpu, kpuram
 from k210tool.sim.interp.cpu5 import (
     F32,
     Conv2dGeometry,
     UnsupportedOp,
-    by_images,
     conv2d_f32,
+    dequantize_into,
     py_slice,
-    row_views,
+    quantize_into,
 )
 from k210tool.sim.interp.memory import view
 
@@ -81,16 +81,16 @@ class V4Program:
         pools = pools if pools is not None else self.new_pools(len(inputs))
         v4 = self.model.v4
         rng = v4.inputs[0]
-        pools[("kpuram",)] = kpu.KpuRam(pools[("kpu",)])
+        pools[("kpuram",)] = kpuram.KpuRam(pools[("kpu",)])
         if rng.location == V4_KPU:  # the runtime uploads a KPU-resident input in row layout
             shape = v4.input_shapes[0]
-            pools[("kpuram",)].store(rng.start, tuple(shape), kpu.to_cm(inputs.reshape(len(inputs), *shape)))
+            pools[("kpuram",)].store(rng.start, tuple(shape), kpuram.to_cm(inputs.reshape(len(inputs), *shape)))
         else:
             _flat(pools, rng, np.dtype(np.uint8))[...] = inputs
         for where, step in self.steps:
             try:
                 step(pools)
-            except (kpu.KpuModelError, UnsupportedOp, ValueError, IndexError) as exc:
+            except (kpuram.KpuModelError, UnsupportedOp, ValueError, IndexError) as exc:
                 raise UnsupportedOp(f"{where}: {exc}") from exc
         for rng in v4.outputs:
             if rng.location == V4_KPU:
@@ -115,7 +115,7 @@ def _kpu_conv2d(run: list[KpuConv]) -> Step:
         y = runner(ram.load(src, in_shape))
         ram.store(dst, out_shape, y)
         if main is not None:
-            _t(pools, main, out_shape, np.dtype(np.uint8))[...] = kpu.from_cm(y, ram.n)
+            _t(pools, main, out_shape, np.dtype(np.uint8))[...] = kpuram.from_cm(y, ram.n)
     return step
 
 
@@ -124,7 +124,7 @@ def _kpu_upload(op: Op) -> Step:
     shape = tuple(int(d) for d in a["in_shape"])
 
     def step(pools: dict) -> None:
-        pools[("kpuram",)].store(a["output"].start, shape, kpu.to_cm(_t(pools, a["input"], shape, np.dtype(np.uint8))))
+        pools[("kpuram",)].store(a["output"].start, shape, kpuram.to_cm(_t(pools, a["input"], shape, np.dtype(np.uint8))))
     return step
 
 
@@ -137,11 +137,7 @@ def _dequantize(op: Op) -> Step:
     def step(pools: dict) -> None:
         src = _flat(pools, a["input"], np.dtype(np.uint8))
         dst = _flat(pools, a["output"], np.dtype(F32), src.shape[1])
-        rows = row_views(src, dst)
-        if rows is not None:
-            by_images(lambda s, d: jit.dequantize(s, scale, zero, d), *rows)
-        else:
-            dst[...] = src.astype(F32) * scale + zero
+        dequantize_into(src, dst, scale, zero)
     return step
 
 
@@ -153,11 +149,7 @@ def _quantize(op: Op) -> Step:
     def step(pools: dict) -> None:
         src = _flat(pools, a["input"], np.dtype(F32))
         dst = _flat(pools, a["output"], np.dtype(np.uint8), src.shape[1])
-        rows = row_views(src, dst)
-        if rows is not None:
-            by_images(lambda s, d: jit.quantize(s, scale, zp, F32(0), F32(255), d), *rows)
-        else:
-            dst[...] = np.clip(np.rint(src * scale + zp), 0, 255)
+        quantize_into(src, dst, scale, zp, 0, 255)
         if src.shape[1] % 2:  # the runtime's odd tail element goes through roundf (half away from zero)
             tail = src[:, -1] * scale + zp
             dst[:, -1] = np.clip(np.sign(tail) * np.floor(np.abs(tail) + F32(0.5)), 0, 255)

@@ -26,7 +26,7 @@ from k210tool.compile.kmodel.model import (
     MemoryRange,
     Op,
 )
-from k210tool.sim.interp import kpu
+from k210tool.sim.interp import kpu, kpuram
 from k210tool.sim.interp.cpu5 import BUILDERS, Step, UnsupportedOp
 from k210tool.sim.interp.memory import view
 
@@ -141,11 +141,11 @@ class V5Program:
         pools = pools if pools is not None else self.new_pools(len(inputs))
         pools[("in",)][...] = inputs
         for key in [k for k in pools if len(k) == 2 and k[1] == V5_KPU]:
-            pools[("kpuram", key[0])] = kpu.KpuRam(pools[key])  # a fresh lazy view per run
+            pools[("kpuram", key[0])] = kpuram.KpuRam(pools[key])  # a fresh lazy view per run
         for where, step, resolve in self.steps:
             try:
                 step(Memory(pools, resolve))
-            except (kpu.KpuModelError, UnsupportedOp, ValueError, IndexError) as exc:
+            except (kpuram.KpuModelError, UnsupportedOp, ValueError, IndexError) as exc:
                 raise UnsupportedOp(f"{where}: {exc}") from exc
         return pools
 
@@ -179,20 +179,20 @@ def _k210_step(run: list[KpuConv | Op], m: int) -> Step:
             y = runner(ram.load(src, (b, ic, ih, iw)))
             ram.store(dst, (b, oc, oh, ow), y)
             if main is not None:
-                mem.tensor(main, (b, oc, oh, ow), None, np.dtype(np.uint8))[...] = kpu.from_cm(y, ram.n)
+                mem.tensor(main, (b, oc, oh, ow), None, np.dtype(np.uint8))[...] = kpuram.from_cm(y, ram.n)
         return conv
     a = op.args
     shape = tuple(int(d) for d in a["in_shape"])
     if op.name == "kpu_upload":
         def up(mem: Memory) -> None:
             _key, start = mem.resolve(a["output"])
-            mem.raw(ram_key).store(start, shape, kpu.to_cm(mem.tensor(a["input"], shape, None, np.dtype(np.uint8))))
+            mem.raw(ram_key).store(start, shape, kpuram.to_cm(mem.tensor(a["input"], shape, None, np.dtype(np.uint8))))
         return up
     if op.name == "kpu_download":
         def down(mem: Memory) -> None:
             ram = mem.raw(ram_key)
             _key, start = mem.resolve(a["input"])
-            mem.tensor(a["output"], shape, None, np.dtype(np.uint8))[...] = kpu.from_cm(ram.load(start, shape), ram.n)
+            mem.tensor(a["output"], shape, None, np.dtype(np.uint8))[...] = kpuram.from_cm(ram.load(start, shape), ram.n)
         return down
     if op.name == "copy":
         def copy(mem: Memory) -> None:

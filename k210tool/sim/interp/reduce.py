@@ -14,7 +14,6 @@ import numpy as np
 
 F32 = np.float32
 REDUCE_MEAN, REDUCE_MIN, REDUCE_MAX, REDUCE_SUM = 0, 1, 2, 3  # reduce_op_t, the same in v0.2 and 1.9
-OP_NAMES = {REDUCE_MEAN: "mean", REDUCE_MIN: "min", REDUCE_MAX: "max", REDUCE_SUM: "sum"}
 
 
 def fold(x: np.ndarray, axes: tuple[int, ...], op: int, init: float) -> np.ndarray:

@@ -25,7 +25,6 @@ BN_ADD_LIMIT = 2**31
 ACT_MUL_LIMIT = 2**15  # y_mul is 16-bit signed
 ACT_MAX_SHIFT = 43  # what nncase emits at most
 ACT_X_LIMIT = 2**35  # x_start is 36-bit signed
-Y_LIMIT = 2**35  # KPU_BN_OUT_BITS = 36: the batch-norm output must stay a 36-bit signed value
 
 
 @dataclass(frozen=True)

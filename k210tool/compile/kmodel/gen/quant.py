@@ -49,9 +49,6 @@ class Storage:
         used = self.src[self.src >= 0]
         return len(np.unique(used)) == len(used)
 
-    def permuted(self, order: np.ndarray) -> Storage:
-        return Storage(self.src[order], self.coef[order], self.scale[order], self.zero[order], self.offset[order])
-
     def concat(self, other: Storage) -> Storage:
         return Storage(*(np.concatenate([a, b]) for a, b in zip(
             (self.src, self.coef, self.scale, self.zero, self.offset),
