@@ -54,3 +54,15 @@ def test_boards_lists_every_board_as_json(capsys) -> None:
     run = run_cli(capsys, "boards", "--json")
     ids = {b["id"] for b in json.loads(run.out)["boards"]}
     assert {"maix_dock", "maix_bit", "maix_go", "maixduino", "maix_amigo", "maix_cube", "kd233"} <= ids
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--board", "maix_dok"], ["unknown board 'maix_dok'", "did you mean 'maix_dock'"]),
+    (["--board", "maix-goo"], ["did you mean 'maix_go'"]),
+    (["--firmware", "canmv5"], ["unknown firmware 'canmv5'", "did you mean 'canmv' or 'canmv_v5'?"]),
+])
+def test_unknown_board_or_firmware_suggests_the_close_name(capsys, tmp_path, args: list[str],
+                                                          needles: list[str]) -> None:
+    run = run_cli(capsys, "script", "face_recognition", *args, "-o", tmp_path / "main.py")
+    assert_one_line_error(run, *needles)
+    assert not (tmp_path / "main.py").exists()
