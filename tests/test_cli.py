@@ -35,9 +35,23 @@ def test_help_does_not_import_tensorflow() -> None:
     assert out.strip().splitlines()[-1] == "False False"
 
 
-def test_unknown_option_is_a_usage_error(capsys) -> None:
-    run = run_cli(capsys, "convert", "x.h5", "--no-such-option")
-    assert run.code == 2 and "no such option" in run.err.lower()
+@pytest.mark.parametrize("args, needles", [
+    (["convert", "x.h5", "--no-such-option"], ["no such option '--no-such-option'", "k210tool convert --help"]),
+    (["convert"], ["missing argument 'MODEL'", "see `k210tool convert --help`"]),
+    (["test-board", "-p", "x", "--upload", "bad", "x"], ["invalid value for '--upload'",
+                                                         "k210tool test-board --help"]),
+    (["no-such-command"], ["no such command", "see `k210tool --help`"]),
+])
+def test_usage_errors_are_one_line_with_the_help_to_read(capsys, args: list[str], needles: list[str]) -> None:
+    """Issue 17: click printed three lines (usage, 'Try ... --help', 'Error: ...'); ours is one, exit code 2."""
+    run = run_cli(capsys, *args)
+    assert_one_line_error(run, *needles)
+    assert len(run.err.strip().splitlines()) == 1 and "Usage:" not in run.err
+
+
+def test_usage_errors_keep_clicks_form_under_debug(capsys) -> None:
+    run = run_cli(capsys, "convert", "--debug")
+    assert run.code == 2 and "Usage: k210tool convert" in run.err and "Missing argument 'MODEL'" in run.err
 
 
 def test_json_errors_are_machine_readable(capsys) -> None:

@@ -119,8 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         _fail("aborted", None, 130, as_json)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        if debug:  # click's own three-line form: usage, the --help pointer, the error
+            exc.show()
+            sys.exit(exc.exit_code)
+        _fail(*_usage_error(exc), exc.exit_code, as_json)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except K210ToolError as exc:
@@ -144,6 +146,20 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
               "run again with --debug for the traceback and report it", 1, as_json)
     sys.exit(0)
+
+
+def _usage_error(exc: click.ClickException) -> tuple[str, str | None]:
+    """click's error (missing argument, bad option or choice) as our one line: its message and where help is."""
+    import re
+
+    message = exc.format_message().strip().rstrip(".")
+    message = re.sub(r"\.\s*\(?Did you mean (.*?)\?\)?$", r"; did you mean \1?", message)  # one sentence
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message, None
+    return message, f"see `{ctx.command_path} --help`"
 
 
 def _fail(message: str, hint: str | None, code: int, as_json: bool) -> None:
