@@ -80,3 +80,35 @@ def test_unknown_board_or_firmware_suggests_the_close_name(capsys, tmp_path, arg
     run = run_cli(capsys, "script", "face_recognition", *args, "-o", tmp_path / "main.py")
     assert_one_line_error(run, *needles)
     assert not (tmp_path / "main.py").exists()
+
+
+def test_every_option_a_message_names_exists() -> None:
+    """Issue 17: a hint named `--keep-v5`, which no command has. Every `--option` in a string of the package
+    is an option of some command (or of the module's own argparse entry point)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import click
+
+    import k210tool
+    from k210tool.cli import cli
+
+    ctx, known = click.Context(cli), set()
+
+    def collect(cmd: click.Command) -> None:
+        known.update(o for p in cmd.params for o in (*p.opts, *p.secondary_opts))
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                collect(cmd.get_command(ctx, name))  # type: ignore[arg-type]
+
+    collect(cli)
+    unknown = []
+    for path in Path(k210tool.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        own = set(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]+)\"", text))  # a module's own argparse
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                unknown += [(path.name, opt) for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", node.value)
+                            if opt not in known | own | {"--help"}]
+    assert not unknown, unknown
