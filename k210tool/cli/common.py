@@ -12,7 +12,14 @@ import click
 from k210tool.report import ConsoleReporter
 
 F = TypeVar("F", bound=Callable[..., Any])
-EMITTED = False  # a result was printed: an error after it must not print a second JSON document
+
+
+@dataclass
+class Invocation:
+    """One run of the command line (``main`` passes it as click's ``obj``): what ``main`` must know after the
+    command ended, whichever way it ended."""
+
+    emitted: bool = False  # a result was printed: an error after it must not print a second JSON document
 
 
 @dataclass
@@ -23,13 +30,13 @@ class CliState:
     debug: bool = False
     quiet: bool = False
     reporter: ConsoleReporter = field(default_factory=ConsoleReporter)
+    invocation: Invocation = field(default_factory=Invocation)
 
     def emit(self, result: Any, render: Callable[[Any, Any], None] | None = None) -> None:
         """Print ``result`` as JSON (``--json``) or through ``render(result, console)``."""
         from k210tool.fileio import to_jsonable
 
-        global EMITTED
-        EMITTED = True
+        self.invocation.emitted = True
         if self.as_json:
             click.echo(json.dumps(to_jsonable(result), indent=2))
             return
@@ -44,7 +51,9 @@ def common_options(func: F) -> F:
     @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress output (warnings still shown).")
     def wrapper(*args: Any, as_json: bool, debug: bool, quiet: bool, **kwargs: Any) -> Any:
-        state = CliState(as_json, debug, quiet or as_json, ConsoleReporter(quiet=quiet or as_json))
+        ctx = click.get_current_context(silent=True)
+        invocation = ctx.obj if ctx is not None and isinstance(ctx.obj, Invocation) else Invocation()
+        state = CliState(as_json, debug, quiet or as_json, ConsoleReporter(quiet=quiet or as_json), invocation)
         return func(*args, state=state, **kwargs)
 
     wrapper.__name__ = func.__name__

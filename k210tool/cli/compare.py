@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +90,9 @@ def compare(model: Path, kmodel: Path, data: Path | None, pairs: Path | None, bi
     try:
         result = run_compare(opts, state.reporter)
     except GateError as exc:
-        # the figures are the point of a failed gate: show them, then fail with the gate's one line
-        state.emit(exc.result, render_compare)  # type: ignore[attr-defined]
-        click.echo(f"k210tool: error: {exc}", err=True)
-        sys.exit(exc.exit_code)  # click's Exit would be swallowed by main()'s standalone_mode=False
+        # the figures are the point of a failed gate: show them, then main() fails with the gate's one line
+        state.emit(exc.result, render_compare)
+        raise
     state.emit(result, render_compare)
 
 
