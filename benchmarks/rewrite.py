@@ -1,7 +1,7 @@
 """What the KPU rewrite buys, measured by nncase 1.9 (issue 3). Run: .venv/bin/python benchmarks/rewrite.py
 
 For the paper's MobileFaceNet (demo model, 12 residual adds), the same network with the first block of
-every bottleneck row plain (10 adds: the variant ../shared/K210_FACTS.md measured, 121 convs / 77 uploads
+every bottleneck row plain (10 adds: the variant measured on nncase 1.9 at 121 convs / 77 uploads
 as is), and a MobileNetV2-backbone face model (JHFace style: keras
 applications MobileNetV2 + Dense embedding), compile the model as it is and after `k210tool rewrite`, and
 print nncase's own figures: KPU convs, KPU uploads (CPU<->KPU round trips), CPU ops besides glue, memory

@@ -12,6 +12,8 @@ Add a board: copy ``boards/maix_dock.toml`` to ``boards/<id>.toml`` (or to a fol
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -183,8 +185,15 @@ def all_firmware() -> dict[str, Firmware]:
 def get_firmware(firmware_id: str) -> Firmware:
     fw = all_firmware()
     if firmware_id not in fw:
-        raise InputError(f"unknown firmware {firmware_id!r}", f"choose one of: {', '.join(sorted(fw))}")
+        raise InputError(f"unknown firmware {firmware_id!r}{_did_you_mean(firmware_id, fw)}",
+                         f"choose one of: {', '.join(sorted(fw))}")
     return fw[firmware_id]
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the (at most two) known names closest to a mistyped one, else ``""``."""
+    close = difflib.get_close_matches(name.lower(), sorted({k.lower() for k in known}), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def _board_from_toml(path: Path) -> Board:
@@ -237,8 +246,49 @@ def get_board(name: str | None = None, firmware: str | None = None) -> Board:
                 board = b
                 break
     if board is None:
+        aliases = [a.lower().replace("-", "_") for b in boards.values() for a in b.aliases]
         raise InputError(
-            f"unknown board {name!r}",
+            f"unknown board {name!r}{_did_you_mean(name, [*boards, *aliases])}",
             f"choose one of: {', '.join(sorted(boards))} (k210tool boards lists them)",
         )
     return board.with_firmware(firmware)
+
+
+@dataclass
+class BoardRow:
+    """One board as `k210tool boards` lists it."""
+
+    id: str
+    name: str
+    firmware: str
+    kmodel_versions: list[int]
+    model_memory: int
+    flash_size: int
+    kflash_board: str
+    lcd: str
+    camera: str
+    aliases: list[str]
+
+
+@dataclass
+class BoardsResult:
+    boards: list[BoardRow]
+    firmware: dict[str, dict[str, Any]]
+
+
+def list_boards() -> BoardsResult:
+    """Every board and firmware family, flattened for `k210tool boards` (table or --json)."""
+    rows = [
+        BoardRow(
+            b.id, b.name, b.firmware.id, list(b.firmware.kmodel_versions), b.model_memory, b.flash_size,
+            b.serial.kflash_board, f"{b.lcd.width}x{b.lcd.height}", b.camera.sensor, list(b.aliases),
+        )
+        for b in all_boards().values()
+    ]
+    fws = {
+        f.id: {"name": f.name, "kmodel_versions": list(f.kmodel_versions), "model_memory": f.model_memory,
+               "model_overhead": f.model_overhead,
+               "micropython": f.micropython, "download": f.download}
+        for f in all_firmware().values()
+    }
+    return BoardsResult(rows, fws)

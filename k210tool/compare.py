@@ -26,7 +26,8 @@ from k210tool.eval.verification import VerificationResult, pair_scores, roc_curv
 from k210tool.model.load import LoadOptions
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
-from k210tool.sim.kmodelrun import ENGINE_CHOICES, KmodelInfo, read_kmodel_file, resolve_engine, run_kmodel
+from k210tool.sim.engine import ENGINE_CHOICES
+from k210tool.sim.kmodelrun import KmodelInfo, read_kmodel_file, resolve_engine, run_kmodel
 
 FLOAT, ORIGINAL, REWRITTEN, KMODEL = "float", "original float", "rewritten float", "kmodel"
 

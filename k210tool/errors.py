@@ -55,6 +55,8 @@ class DeviceError(K210ToolError):
 
 
 class GateError(K210ToolError):
-    """A quality gate (--min-cosine, --max-acc-drop, parity tolerance) was violated."""
+    """A quality gate (--min-cosine, --max-acc-drop, parity tolerance) was violated. ``result``: the figures
+    that violate it, when the raiser has them (the CLI prints them before the error line)."""
 
     exit_code = 4
+    result: object = None

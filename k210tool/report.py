@@ -27,6 +27,9 @@ class Progress:
     def set_total(self, total: int) -> None:
         self.total = total
 
+    def describe(self, description: str) -> None:
+        """Say what the work is doing now (a stage of no known length names its current step)."""
+
 
 @dataclass
 class Reporter:
@@ -96,6 +99,9 @@ class _RichProgress(Progress):
         super().set_total(total)
         self._bar.update(self._task, total=total)
 
+    def describe(self, description: str) -> None:
+        self._bar.update(self._task, description=description)
+
 
 @dataclass
 class ConsoleReporter(Reporter):
@@ -124,25 +130,9 @@ class ConsoleReporter(Reporter):
     def _make_progress(self, description: str, total: int | None) -> Progress:
         if self.quiet:
             return Progress(total)
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
         from rich.progress import Progress as RichProgress
 
-        bar = RichProgress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
+        bar = RichProgress(*progress_columns(total), console=self.console, transient=True)
         bar.start()
         task = bar.add_task(description, total=total)
         return _RichProgress(bar, task, total)
@@ -157,3 +147,22 @@ class ConsoleReporter(Reporter):
     def _show_info(self, message: str) -> None:
         if not self.quiet:
             self.console.print(message, soft_wrap=True)
+
+
+def progress_columns(total: int | None) -> list[Any]:
+    """A bar with its ETA for work of known size; for work of no known progress (``total=None``: nncase's
+    compile, whose one opaque step takes most of a minute) a spinner and the elapsed time - an ETA there
+    would be a guess (it sat at 0:00:01 for 50 s)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if total is None:
+        return [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn()]

@@ -106,44 +106,64 @@ def _quiet_tensorflow() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, map errors to one-line messages and exit codes."""
-    from k210tool.cli import common
+    from k210tool.cli.common import Invocation
     from k210tool.errors import K210ToolError
 
     _quiet_tensorflow()
-    common.EMITTED = False  # one result per invocation (main() may run many times in one process)
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("K210TOOL_DEBUG") == "1"
+    run = Invocation()  # one per call (main() may run many times in one process)
     as_json = "--json" in args
+
+    def fail(message: str, hint: str | None, code: int) -> None:
+        _fail(message, hint, code, as_json and not run.emitted)  # one JSON document: the result's, if printed
+
     try:
-        cli.main(args=args, prog_name="k210tool", standalone_mode=False)
+        cli.main(args=args, prog_name="k210tool", standalone_mode=False, obj=run)
     except click.exceptions.Abort:
-        _fail("aborted", None, 130, as_json)
+        fail("aborted", None, 130)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        if debug:  # click's own three-line form: usage, the --help pointer, the error
+            exc.show()
+            sys.exit(exc.exit_code)
+        fail(*_usage_error(exc), exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except K210ToolError as exc:
         if debug:
             raise
-        _fail(exc.message, exc.hint, exc.exit_code, as_json)
+        fail(exc.message, exc.hint, exc.exit_code)
     except KeyboardInterrupt:
         if debug:
             raise
-        _fail("interrupted", None, 130, as_json)
+        fail("interrupted", None, 130)
     except OSError as exc:
         if debug:
             raise
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the environment, not a bug: wherever the write was
-            _fail(f"the disk is full ({exc.filename or 'while writing'})", "free some space and run again", 2, as_json)
-        _fail(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
-              "run again with --debug for the traceback and report it", 1, as_json)
+            fail(f"the disk is full ({exc.filename or 'while writing'})", "free some space and run again", 2)
+        fail(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
+             "run again with --debug for the traceback and report it", 1)
     except Exception as exc:  # a bug: say so in one line, traceback only with --debug
         if debug:
             raise
-        _fail(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
-              "run again with --debug for the traceback and report it", 1, as_json)
+        fail(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0],
+             "run again with --debug for the traceback and report it", 1)
     sys.exit(0)
+
+
+def _usage_error(exc: click.ClickException) -> tuple[str, str | None]:
+    """click's error (missing argument, bad option or choice) as our one line: its message and where help is."""
+    import re
+
+    message = exc.format_message().strip().rstrip(".")
+    message = re.sub(r"\.\s*\(?Did you mean (.*?)\?\)?$", r"; did you mean \1?", message)  # one sentence
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message, None
+    return message, f"see `{ctx.command_path} --help`"
 
 
 def _fail(message: str, hint: str | None, code: int, as_json: bool) -> None:
@@ -151,8 +171,6 @@ def _fail(message: str, hint: str | None, code: int, as_json: bool) -> None:
 
     line = f"k210tool: error: {message}" + (f" ({hint})" if hint else "")
     click.echo(line, err=True)
-    from k210tool.cli import common
-
-    if as_json and not common.EMITTED:
+    if as_json:
         click.echo(json.dumps({"error": message, "hint": hint, "exit_code": code}))
     sys.exit(code)

@@ -7,8 +7,15 @@ from typing import Any
 
 import click
 
-from k210tool.cli.common import CliState, board_options, common_options, human_bytes
-from k210tool.cli.convert import load_options_from, memory_text, model_load_options
+from k210tool.cli.common import (
+    CliState,
+    board_options,
+    common_options,
+    human_bytes,
+    load_options_from,
+    memory_text,
+    model_load_options,
+)
 
 
 @click.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -12,7 +13,14 @@ import click
 from k210tool.report import ConsoleReporter
 
 F = TypeVar("F", bound=Callable[..., Any])
-EMITTED = False  # a result was printed: an error after it must not print a second JSON document
+
+
+@dataclass
+class Invocation:
+    """One run of the command line (``main`` passes it as click's ``obj``): what ``main`` must know after the
+    command ended, whichever way it ended."""
+
+    emitted: bool = False  # a result was printed: an error after it must not print a second JSON document
 
 
 @dataclass
@@ -23,13 +31,13 @@ class CliState:
     debug: bool = False
     quiet: bool = False
     reporter: ConsoleReporter = field(default_factory=ConsoleReporter)
+    invocation: Invocation = field(default_factory=Invocation)
 
     def emit(self, result: Any, render: Callable[[Any, Any], None] | None = None) -> None:
         """Print ``result`` as JSON (``--json``) or through ``render(result, console)``."""
         from k210tool.fileio import to_jsonable
 
-        global EMITTED
-        EMITTED = True
+        self.invocation.emitted = True
         if self.as_json:
             click.echo(json.dumps(to_jsonable(result), indent=2))
             return
@@ -44,7 +52,9 @@ def common_options(func: F) -> F:
     @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress output (warnings still shown).")
     def wrapper(*args: Any, as_json: bool, debug: bool, quiet: bool, **kwargs: Any) -> Any:
-        state = CliState(as_json, debug, quiet or as_json, ConsoleReporter(quiet=quiet or as_json))
+        ctx = click.get_current_context(silent=True)
+        invocation = ctx.obj if ctx is not None and isinstance(ctx.obj, Invocation) else Invocation()
+        state = CliState(as_json, debug, quiet or as_json, ConsoleReporter(quiet=quiet or as_json), invocation)
         return func(*args, state=state, **kwargs)
 
     wrapper.__name__ = func.__name__
@@ -65,6 +75,44 @@ def board_options(func: F) -> F:
         help="Target board (k210tool boards lists them).",
     )(func)
     return func
+
+
+def model_load_options(func: Any) -> Any:
+    """Options shared by every command that loads a Keras model (convert, rewrite, check, compare)."""
+    for opt in reversed([
+        click.option("--output-layer", metavar="NAME", help="Use this layer's output as the embedding "
+                     "(default: found automatically; training heads are cut off)."),
+        click.option("--keep-head", is_flag=True, help="Do not cut a trailing softmax/classifier."),
+        click.option("--input-size", nargs=2, type=int, metavar="H W",
+                     help="Fix the input size when the model leaves it open."),
+        click.option("--custom-objects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Python file defining custom layer classes the embedding needs."),
+        click.option("--trust-lambda", is_flag=True, help="Allow Lambda layers (they run code stored in the file)."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def load_options_from(kw: dict[str, Any]) -> Any:
+    """The :func:`model_load_options` values popped from a command's keyword arguments."""
+    from k210tool.model.load import LoadOptions
+
+    size = kw.pop("input_size", None)
+    return LoadOptions(
+        output_layer=kw.pop("output_layer", None),
+        keep_head=kw.pop("keep_head", False),
+        input_size=tuple(size) if size else None,
+        custom_objects=kw.pop("custom_objects", None),
+        trust_lambda=kw.pop("trust_lambda", False),
+    )
+
+
+def memory_text(m: Any, where: str) -> str:
+    """The fit as the firmware's loader counts it: the file, working memory and overhead against the limit."""
+    return (f"{human_bytes(m.total)} = kmodel file {human_bytes(m.model)} + working memory {human_bytes(m.working)} + "
+            f"firmware overhead {human_bytes(m.overhead)}, of the {human_bytes(m.board_limit)} {where} leaves for "
+            f"models: {'fits' if m.fits else 'DOES NOT FIT'}" + (f"; KPU RAM {human_bytes(m.kpu_ram)} of its own 2.00 MB"
+                                                                 if m.kpu_ram else ""))
 
 
 def human_bytes(n: float | int | None) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from k210tool.cli.common import CliState, common_options
-from k210tool.cli.convert import load_options_from, model_load_options
+from k210tool.cli.common import CliState, common_options, load_options_from, model_load_options
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
 _DIR = click.Path(path_type=Path, file_okay=False)
@@ -91,10 +89,9 @@ def compare(model: Path, kmodel: Path, data: Path | None, pairs: Path | None, bi
     try:
         result = run_compare(opts, state.reporter)
     except GateError as exc:
-        # the figures are the point of a failed gate: show them, then fail with the gate's one line
-        state.emit(exc.result, render_compare)  # type: ignore[attr-defined]
-        click.echo(f"k210tool: error: {exc}", err=True)
-        sys.exit(exc.exit_code)  # click's Exit would be swallowed by main()'s standalone_mode=False
+        # the figures are the point of a failed gate: show them, then main() fails with the gate's one line
+        state.emit(exc.result, render_compare)
+        raise
     state.emit(result, render_compare)
 
 

@@ -7,36 +7,15 @@ from typing import Any
 
 import click
 
-from k210tool.cli.common import CliState, board_options, common_options, human_bytes
-
-
-def model_load_options(func: Any) -> Any:
-    """Options shared by every command that loads a Keras model (convert, rewrite, check, compare)."""
-    for opt in reversed([
-        click.option("--output-layer", metavar="NAME", help="Use this layer's output as the embedding "
-                     "(default: found automatically; training heads are cut off)."),
-        click.option("--keep-head", is_flag=True, help="Do not cut a trailing softmax/classifier."),
-        click.option("--input-size", nargs=2, type=int, metavar="H W",
-                     help="Fix the input size when the model leaves it open."),
-        click.option("--custom-objects", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Python file defining custom layer classes the embedding needs."),
-        click.option("--trust-lambda", is_flag=True, help="Allow Lambda layers (they run code stored in the file)."),
-    ]):
-        func = opt(func)
-    return func
-
-
-def load_options_from(kw: dict[str, Any]) -> Any:
-    from k210tool.model.load import LoadOptions
-
-    size = kw.pop("input_size", None)
-    return LoadOptions(
-        output_layer=kw.pop("output_layer", None),
-        keep_head=kw.pop("keep_head", False),
-        input_size=tuple(size) if size else None,
-        custom_objects=kw.pop("custom_objects", None),
-        trust_lambda=kw.pop("trust_lambda", False),
-    )
+from k210tool.cli.common import (
+    CliState,
+    board_options,
+    common_options,
+    human_bytes,
+    load_options_from,
+    memory_text,
+    model_load_options,
+)
 
 
 def preprocess_options(func: Any) -> Any:
@@ -202,14 +181,6 @@ def render_summary(s: Any, console: Any) -> None:
     t.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in s.stage_seconds.items()))
     console.print(t)
     console.print(f"summary: {s.kmodel}.json")
-
-
-def memory_text(m: Any, where: str) -> str:
-    """The fit as the firmware's loader counts it: the file, working memory and overhead against the limit."""
-    return (f"{human_bytes(m.total)} = kmodel file {human_bytes(m.model)} + working memory {human_bytes(m.working)} + "
-            f"firmware overhead {human_bytes(m.overhead)}, of the {human_bytes(m.board_limit)} {where} leaves for "
-            f"models: {'fits' if m.fits else 'DOES NOT FIT'}" + (f"; KPU RAM {human_bytes(m.kpu_ram)} of its own 2.00 MB"
-                                                                 if m.kpu_ram else ""))
 
 
 def _head_text(h: dict[str, Any]) -> str:

@@ -59,14 +59,17 @@ def ports(state: CliState) -> None:
 @click.option("--port", "-p", default=None, metavar="PORT", help=PORT_HELP)
 @click.option("--board", "-B", default="maix_dock", show_default=True, metavar="BOARD",
               help="Target board (k210tool boards lists them).")
-@click.option("--firmware-family", "family", default=None, metavar="FW",
-              help="Firmware family the board runs, if not its default (maixpy, canmv, canmv_v5, sdk).")
-@click.option("--firmware", "firmware", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--firmware", "firmware", default=None, metavar="FW",
+              help="Firmware family the board runs, if not its default (maixpy, canmv, canmv_v5, sdk), as in "
+                   "every other command. (An existing file here is read as --firmware-image, the old spelling.)")
+@click.option("--firmware-family", "family", default=None, hidden=True)  # the old spelling of --firmware
+@click.option("--firmware-image", "image", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, metavar="FILE",
               help="Firmware image (.bin) to write at 0x0 (stored with the SHA-256 header the boot ROM checks).")
 @click.option("--kmodel", "kmodels", multiple=True, metavar="FILE[@ADDR]",
               help="kmodel to write, at the board's kmodel address unless @ADDR is given. Repeatable.")
 @click.option("--kfpkg", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A kfpkg (zip + flash-list.json) to write; combined with --firmware/--kmodel if given.")
+              help="A kfpkg (zip + flash-list.json) to write; combined with --firmware-image/--kmodel if given.")
 @click.option("--kfpkg-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the combined kfpkg here (kflash/kflash_gui can flash it). Without --port: "
                    "only write it.")
@@ -75,7 +78,8 @@ def ports(state: CliState) -> None:
               help="Make the board hash its flash over the REPL after flashing [default: when it runs MicroPython].")
 @click.option("--attempts", default=2, show_default=True, help="Whole-flash attempts before giving up.")
 @common_options
-def flash(port: str | None, board: str, family: str | None, firmware: Path | None, kmodels: tuple[str, ...],
+def flash(port: str | None, board: str, firmware: str | None, family: str | None, image: Path | None,
+          kmodels: tuple[str, ...],
           kfpkg: Path | None, kfpkg_out: Path | None, baud: int | None, readback: bool | None, attempts: int,
           state: CliState) -> None:
     """Flash firmware, kmodels or a kfpkg over the K210's UART ISP (through the kflash package).
@@ -89,15 +93,16 @@ def flash(port: str | None, board: str, family: str | None, firmware: Path | Non
     \b
     Examples:
       k210tool flash -p /dev/ttyUSB0 --board maix_dock --kmodel face.kmodel
-      k210tool flash -p /dev/ttyUSB0 --board maix_go --firmware maixpy.bin --kmodel face.kmodel@0x500000
+      k210tool flash -p /dev/ttyUSB0 --board maix_go --firmware-image maixpy.bin --kmodel face.kmodel@0x500000
       k210tool flash --board maix_dock --kmodel face.kmodel --kfpkg-out face.kfpkg   # build only
     """
     from k210tool.boards import get_board
     from k210tool.device.kfpkg import plan_flash, split_kmodel_arg, write_kfpkg
     from k210tool.errors import InputError
 
+    family, image = _family_and_image(firmware, family, image, state)
     target = get_board(board, family)
-    plan = plan_flash(target, firmware=firmware, kmodels=[split_kmodel_arg(k) for k in kmodels], kfpkg=kfpkg)
+    plan = plan_flash(target, firmware=image, kmodels=[split_kmodel_arg(k) for k in kmodels], kfpkg=kfpkg)
     if kfpkg_out is not None:
         write_kfpkg(plan.regions, kfpkg_out)
         state.reporter.info(f"wrote {kfpkg_out}")
@@ -125,6 +130,25 @@ def flash(port: str | None, board: str, family: str | None, firmware: Path | Non
                       f"attempt {res.attempts}")
 
     state.emit(result, render)
+
+
+def _family_and_image(firmware: str | None, family: str | None, image: Path | None,
+                      state: CliState) -> tuple[str | None, Path | None]:
+    """``--firmware`` is the family, as everywhere; a file there is the old spelling of ``--firmware-image``
+    (a family id is never taken for a file). ``--firmware-family`` is the old spelling of ``--firmware``."""
+    from k210tool.boards import all_firmware
+    from k210tool.errors import InputError
+
+    if firmware is not None and firmware not in all_firmware() and Path(firmware).is_file():
+        if image is not None:
+            raise InputError(f"--firmware {firmware} is a file and --firmware-image is given too",
+                             "give the image once, as --firmware-image FILE")
+        state.reporter.warn(f"--firmware {firmware}: read as --firmware-image (--firmware names the family now)")
+        return family, Path(firmware)
+    if firmware is not None and family is not None and firmware != family:
+        raise InputError(f"--firmware {firmware} and --firmware-family {family} disagree",
+                         "give the family once, as --firmware FW")
+    return firmware or family, image
 
 
 def _region_row(r: Any) -> dict[str, Any]:

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from k210tool.cli.common import CliState, common_options
-from k210tool.cli.convert import load_options_from, model_load_options
+from k210tool.cli.common import CliState, common_options, load_options_from, model_load_options
 
 
 @click.command()

@@ -15,7 +15,8 @@ from k210tool.cli.common import CliState, board_options, common_options
               help="Serial port: /dev/ttyUSB0, COM3, the path `k210tool emulate` printed, or a pyserial URL.")
 @click.argument("kmodel", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "float_model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The float Keras model (.h5/.keras) the kmodel was converted from: compare with it too.")
+              help="The float Keras model (.h5/.keras) the kmodel was converted from: compare with it too (with "
+                   "the KMODEL-stem.rewritten.h5 convert kept beside the kmodel instead, when it compiled that one).")
 @click.option("--vectors", type=int, default=None, help="Number of seeded random test inputs [default: 4].")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Use the images of this folder instead (prepared with the summary's preprocessing).")
@@ -23,10 +24,11 @@ from k210tool.cli.common import CliState, board_options, common_options
 @board_options
 @click.option("--summary", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The convert summary [default: KMODEL.json].")
-@click.option("--upload", type=click.Choice(["deploy", "flash", "skip"]), default="deploy", show_default=True,
-              help="How the kmodel reaches the board: its filesystem over the REPL (slow for big models: "
-                   "1.5 MB takes minutes), its flash over ISP, or already there (skip: checked by the board's "
-                   "SHA-256; needs --model-at).")
+@click.option("--upload", type=click.Choice(["auto", "deploy", "flash", "skip"]), default="auto", show_default=True,
+              help="How the kmodel reaches the board: its filesystem over the REPL (deploy: slow for big models, "
+                   "1.5 MB takes minutes), its flash over ISP (flash: overwrites the board's kmodel address), or "
+                   "already there (skip: checked by the board's SHA-256; needs --model-at). auto: what --model-at "
+                   "names, else flash for a kmodel over 256 KB on a serial port, deploy otherwise.")
 @click.option("--model-at", default=None, metavar="PATH|ADDR",
               help="Board path (deploy) or flash address (flash) of the kmodel "
                    "[default: INPUTS_DIR/NAME, or the board's kmodel address].")

@@ -165,10 +165,12 @@ def prepare(src: str, dst: str, workers: int, align: bool, size: int, seed: int,
     applies to the aligned faces. Re-running skips identities already done; an interrupted identity is
     redone from scratch.
     """
-    from k210tool.train.data.prepare import PrepareOptions, prepare_dataset
+    from k210tool.train.data.prepare import PrepareOptions, prepare_dataset, require_images_written
 
     opts = PrepareOptions(workers=workers, seed=seed, align=align, size=size)
-    state.emit(prepare_dataset(src, dst, opts, state.reporter), _render_prepare)
+    summary = prepare_dataset(src, dst, opts, state.reporter)
+    require_images_written(summary)
+    state.emit(summary, _render_prepare)
 
 
 def _render_prepare(s: Any, console: Any) -> None:

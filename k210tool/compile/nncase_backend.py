@@ -121,7 +121,7 @@ def _run_worker(job: Path, timeout: float, rep: Reporter) -> str:
 
     cmd = [sys.executable, "-m", "k210tool.compile._nncase_worker", str(job)]
     lines: list[str] = []
-    with rep.progress("nncase compile", total=8) as bar:
+    with rep.progress("nncase compile") as bar:  # 8 steps of very unequal length: no known progress, no ETA
         step = 0
 
         def on_line(line: str) -> None:
@@ -131,6 +131,7 @@ def _run_worker(job: Path, timeout: float, rep: Reporter) -> str:
             if m and step < int(m.group(1)) <= 8:
                 bar.advance(int(m.group(1)) - step)
                 step = int(m.group(1))
+                bar.describe(f"nncase compile, step {step}/8: {m.group(2)}")
 
         try:
             code = run_streaming(cmd, timeout, on_line, cwd=job)

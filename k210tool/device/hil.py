@@ -5,7 +5,8 @@ Steps (:func:`run_board_test`):
 1. **Inputs.** ``N`` seeded random images, or the images of a folder prepared with the model's
    ``Preprocess`` (from the convert summary), then turned into what the board will really feed the KPU
    (:func:`k210tool.maixpy.parity.board_inputs`: RGB565 rounding where the firmware's API needs an image).
-2. **Upload.** The kmodel goes to the board's filesystem over the raw REPL (``upload="deploy"``; not copied
+2. **Upload.** (``upload="auto"``: :func:`choose_upload`.) The kmodel goes to the board's filesystem over the
+   raw REPL (``upload="deploy"``; not copied
    again when the board already holds an identical file) or into its flash over ISP (``"flash"``), or is
    already there (``"skip"``: the board hashes what it holds at ``model_at``, and a different kmodel is a
    DeviceError). The inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin`` files there are removed first), each
@@ -34,7 +35,8 @@ from k210tool.eval.fidelity import cosine
 from k210tool.report import Reporter
 from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine
 
-UPLOAD_MODES = ("deploy", "flash", "skip")
+UPLOAD_MODES = ("auto", "deploy", "flash", "skip")
+AUTO_FLASH_BYTES = 256 * 1024  # upload=auto: a bigger kmodel goes over ISP (the REPL copies ~9 KB/s: minutes)
 DEFAULT_VECTORS = 4
 DEFAULT_INPUTS_DIR = "/sd/k210tool_parity"
 
@@ -171,6 +173,49 @@ def float_outputs(path: Path, pre: Any, batch: np.ndarray, reporter: Reporter | 
 
     run = FloatRunner(path, LoadOptions(), pre, use_cache=False, batch_size=8, reporter=reporter).run(batch)
     return [o.ravel() for o in run.outputs[0]]
+
+
+def resolve_options(opts: BoardTestOptions, reporter: Reporter) -> BoardTestOptions:
+    """``upload="auto"`` made concrete, and ``float_model`` made the model the kmodel was compiled from."""
+    import dataclasses
+
+    return dataclasses.replace(opts, upload=choose_upload(opts), float_model=compiled_float_model(opts, reporter))
+
+
+def choose_upload(opts: BoardTestOptions) -> str:
+    """``auto``: the place ``--model-at`` names; else ISP flash for a big kmodel on a serial port (33 s against
+    202 s over the REPL for 1.5 MB on the emulator), the REPL for a small one (no reflash and reboot) or for a
+    pyserial URL (``socket://``, ``rfc2217://``: no reset lines to enter the ISP bootloader)."""
+    if opts.upload != "auto":
+        return opts.upload
+    if opts.model_at:
+        from k210tool.maixpy.models import parse_location
+
+        return "deploy" if parse_location(opts.model_at).path is not None else "flash"
+    if "://" in opts.port or not opts.kmodel.is_file():
+        return "deploy"
+    return "flash" if opts.kmodel.stat().st_size > AUTO_FLASH_BYTES else "deploy"
+
+
+def compiled_float_model(opts: BoardTestOptions, reporter: Reporter) -> Path | None:
+    """The float model to compare with: ``--model``, or the ``X.rewritten.h5`` convert kept beside the kmodel
+    when the kmodel was compiled from it (approximate rules ran), resolved as ``compare`` resolves it."""
+    if opts.float_model is None or not opts.kmodel.is_file():
+        return opts.float_model
+    import dataclasses
+
+    from k210tool.compare import CompareOptions, float_models
+    from k210tool.compile.summary import read_summary
+    from k210tool.sim.kmodelrun import read_kmodel_file
+
+    info = read_kmodel_file(opts.kmodel)
+    if opts.summary is not None:
+        info = dataclasses.replace(info, summary=read_summary(opts.summary))
+    original, model = float_models(CompareOptions(model=opts.float_model, kmodel=opts.kmodel), info, Reporter())
+    if original is not None:
+        reporter.info(f"the kmodel was compiled from {model.name}, which convert rewrote from {original.name}: "
+                      f"comparing the board with {model.name}")
+    return model
 
 
 def _location(opts: BoardTestOptions, board: Any) -> Any:
@@ -362,6 +407,7 @@ def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> 
 
     reporter = reporter or Reporter()
     opts.validate()
+    opts = resolve_options(opts, reporter)
     start = time.monotonic()
     board = get_board(opts.board, opts.firmware)
     require_micropython(board)

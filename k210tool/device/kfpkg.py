@@ -180,7 +180,7 @@ def _require_loads(board: Board, r: Region) -> None:
     if not fit.fits:
         raise DoesNotFitError(f"kmodel {r.name} cannot load on {board.id}: {fit.reason}",
                               "convert it for this board (k210tool convert --board), or flash a firmware that "
-                              "leaves more memory (--firmware-family)")
+                              "leaves more memory (--firmware)")
 
 
 def write_kfpkg(regions: list[Region] | tuple[Region, ...], path: str | Path) -> Path:

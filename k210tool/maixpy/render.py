@@ -191,7 +191,7 @@ def _placement(board: Board, m: ScriptModel, what: str) -> Placement:
                          "face_model_at_0x300000.kfpkg), or pass --detector FILE")
     if loc.address is not None:
         check_flash_region(board, loc.address, m.size, f"the {what} {m.file.name}")
-        family = "" if board.firmware.id == _default_firmware(board) else f" --firmware-family {board.firmware.id}"
+        family = "" if board.firmware.id == _default_firmware(board) else f" --firmware {board.firmware.id}"
         how = f"k210tool flash -p PORT --board {board.id}{family} --kmodel {m.file}@0x{loc.address:X}"
     else:
         how = f"k210tool deploy -p PORT {m.file}:{loc.path}"

@@ -1,6 +1,6 @@
 """Predict, before compiling, what nncase 1.9 will run on the KPU and what falls back to the CPU.
 
-The KPU (nncase FAQ, K210_FACTS.md) runs 1x1 and 3x3 convolutions (depthwise too), stride 1 or 2 with
+The KPU (nncase's FAQ; docs/backend.md) runs 1x1 and 3x3 convolutions (depthwise too), stride 1 or 2 with
 symmetric padding, 1-1024 channels, with a fused batch-norm and a per-layer piecewise-linear activation
 (ReLU, ReLU6, LeakyReLU); nncase also lowers Dense (as a 1x1 conv on a 4x4-padded input) and Add (as a
 conv over concatenated inputs) onto it. Everything else runs on the CPU, and every CPU result a KPU layer

@@ -76,7 +76,8 @@ class NncaseEngine:
 
         if kmodel[:4] != b"LDMK" or int.from_bytes(kmodel[4:8], "little") != 5:
             raise InputError("nncase's Simulator runs kmodel v5 files only",
-                             "simulate the v5 kmodel convert writes beside a v4 one (--keep-v5)")
+                             "use --engine numpy (k210tool's interpreter runs v4), or convert with "
+                             "--kmodel-version 5 for a v5 kmodel")
         with quiet_stderr():
             import nncase
         self._nncase = nncase

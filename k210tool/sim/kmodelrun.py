@@ -18,7 +18,7 @@ import numpy as np
 from k210tool.errors import InputError
 from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
-from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine  # noqa: F401 - compare.py's import
+from k210tool.sim.engine import choose_engine, make_engine
 from k210tool.sim.pool import simulate
 
 CHECK_IMAGES = 4  # images of the bit-exactness check that decides ``auto``

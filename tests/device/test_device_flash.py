@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import serial
@@ -192,3 +193,29 @@ def test_kflash_log_lines_are_not_progress(monkeypatch, tmp_path):
                          reporter=Reporter())
     assert "no progress for 2 s" in run.error and not run.ok
     assert time.monotonic() - start < 10
+
+
+def test_flash_firmware_is_the_family_as_in_every_command_and_the_image_has_its_own_option(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Issue 17: `--firmware` was a family in five commands and an image file in `flash`. The refusal's own
+    hint (`--firmware canmv_v5`) now works in flash; the image is `--firmware-image`, and the old spelling
+    (an existing file) still works, with a warning."""
+    from helpers import assert_one_line_error, run_cli
+
+    v5 = Path(__file__).parent.parent / "kmodel" / "data" / "yolox_nano_224_v5.kmodel"
+    out = tmp_path / "a.kfpkg"
+    refused = run_cli(capsys, "flash", "--board", "maix_dock", "--kmodel", v5, "--kfpkg-out", out)
+    assert_one_line_error(refused, "cannot load a kmodel v5", "--firmware canmv_v5")
+    ok = run_cli(capsys, "flash", "--board", "maix_dock", "--firmware", "canmv_v5", "--kmodel", v5,
+                 "--kfpkg-out", out, "--json", "-q")
+    assert ok.code == 0, ok.err
+    assert [r["kind"] for r in json.loads(ok.out)["regions"]] == ["kmodel"]
+    image = tmp_path / "fw.bin"
+    image.write_bytes(bytes(range(256)) * 8)
+    for spelling in ("--firmware-image", "--firmware"):
+        run = run_cli(capsys, "flash", "--board", "maix_dock", spelling, image, "--kfpkg-out", out, "--json")
+        assert run.code == 0, run.err
+        assert json.loads(run.out)["regions"][0]["kind"] == "firmware"
+        assert ("read as --firmware-image" in run.err) == (spelling == "--firmware")
+    assert_one_line_error(run_cli(capsys, "flash", "--board", "maix_dock", "--firmware", "canmv5", "--kfpkg-out",
+                                  out), "did you mean 'canmv' or 'canmv_v5'")

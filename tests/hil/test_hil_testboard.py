@@ -153,6 +153,11 @@ def test_outputs_off_the_simulator_fail_the_gate_with_exit_code_4(board, models,
     assert exc.value.code == 4
     assert "FAIL" in out.out and "0/2 vectors bit-identical" in out.out
     assert out.err.strip().splitlines()[-1].startswith("k210tool: error: board outputs outside the tolerance: vector 0")
+    with pytest.raises(SystemExit) as exc:  # --json: the result is the one JSON document, the error one line
+        main(["test-board", "-p", emu.port, str(models.path("face", 4)), "--vectors", "2", "--json"])
+    out = capsys.readouterr()
+    assert exc.value.code == 4 and json.loads(out.out)["failures"]
+    assert out.err.strip().splitlines()[-1].startswith("k210tool: error: board outputs outside the tolerance")
 
 
 def test_gate_failures_name_each_violated_tolerance():

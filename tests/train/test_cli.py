@@ -3,8 +3,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import assert_one_line_error, run_cli
 
 from k210tool.cli import cli, main
 
@@ -39,8 +41,21 @@ def test_data_synthetic_pack_and_prepare(tmp_path: Path) -> None:
     assert index.kind == "recordio" and index.class_counts().tolist() == [4, 4, 4]
     shards = _run(["data", "pack", r["train"], str(tmp_path / "t" / "faces"), "--shards", "2"])
     assert len(shards["files"]) == 2 and len(open_dataset(tmp_path / "t")) == 12
-    prepared = _run(["data", "prepare", r["train"], str(tmp_path / "out"), "-j", "1"])
-    assert prepared["dropped"] == 3 and prepared["images_out"] == 0  # 4 images each: too few to keep
+
+
+def test_data_prepare_that_writes_no_image_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Issue 17: `data prepare` exited 0 after writing 0 images; now one line says why and what to do."""
+    from k210tool.preprocess import save_image
+    src = tmp_path / "src"
+    for ident in ("a", "b"):
+        (src / ident).mkdir(parents=True)
+        for i in range(4):  # 4 images each: too few to keep
+            save_image(src / ident / f"{i}.png", np.full((16, 16, 3), i, np.uint8))
+    run = run_cli(capsys, "data", "prepare", src, tmp_path / "out", "-j", "1")
+    assert_one_line_error(run, "30 usable images or fewer", "0 images written", "at least 31 images")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    run = run_cli(capsys, "data", "prepare", tmp_path / "empty", tmp_path / "out2", "-j", "1")
+    assert_one_line_error(run, "no images in the identity folders", "SRC/<identity>/")
 
 
 def test_train_show_config_applies_shortcuts(tmp_path: Path) -> None:

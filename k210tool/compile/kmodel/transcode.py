@@ -5,7 +5,7 @@ pool, the entry function's input and output pools and the k210 module's ``.data`
 ``.rdata`` becomes the v4 constants; KPU RAM keeps its addresses. A call into the k210 module is inlined,
 its parameters bound to the caller's buffers.
 
-Ops (the mapping table of KMODEL_FORMATS.md): KPU uploads and convolutions are copied (the layer words
+Ops (docs/kmodel.md, "kmodel v4 from kmodel v5"): KPU uploads and convolutions are copied (the layer words
 unchanged; v4 inlines the weights, BN and activation tables), a KPU download is folded into the
 convolution that produced it as its ``main_mem_output``; CPU ops map to v4 neutral ops (quantize,
 dequantize, binary, conv2d, pad, strided_slice, transpose, table_lookup1d). Anything else raises a

@@ -126,6 +126,26 @@ def prepare_dataset(src: Path | str, dst: Path | str, options: PrepareOptions | 
     return summary
 
 
+def require_images_written(summary: PrepareSummary) -> None:
+    """Raise an :class:`InputError` saying why, when a run wrote no image at all (an empty data set is never
+    what the user asked for)."""
+    if summary.images_out:
+        return
+    src, n_in = summary.src, summary.images_in
+    if n_in == 0:
+        raise InputError(f"no images in the identity folders of {src}: 0 images written",
+                         "put the images in SRC/<identity>/ (.png, .jpg, .bmp ...)")
+    if summary.unreadable >= n_in:
+        raise InputError(f"none of the {n_in} images in {src} could be decoded: 0 images written",
+                         "check that the files are images (png, jpg)")
+    if summary.no_face and summary.no_face + summary.unreadable >= n_in:
+        raise InputError(f"no faces found in the {n_in} images of {src} (--align): 0 images written",
+                         "use photos with faces of 20 px or more, or drop --align for crops already aligned")
+    raise InputError(f"every identity of {src} has 30 usable images or fewer and was dropped: 0 images written "
+                     f"({n_in} in, {summary.no_face} without a face, {summary.unreadable} unreadable)",
+                     "give each identity at least 31 images (see `k210tool data prepare --help`)")
+
+
 def list_identities(src: Path) -> list[str]:
     if not src.is_dir():
         raise InputError(f"source folder {src} does not exist")
