@@ -227,8 +227,8 @@ def test_a_float_dense_layer_that_breaks_the_fit_is_named_with_its_fix(work: Pat
         k = import_tf_keras()
         k.utils.set_random_seed(0)
         inp = k.Input((32, 32, 3))
-        x = k.layers.Flatten()(k.layers.Conv2D(16, 3, 2, padding="same", activation="relu")(inp))
-        model = k.Model(inp, k.layers.Dense(256)(x))  # 4096 x 256 float: 4 MiB
+        x = k.layers.Flatten(name="flat")(k.layers.Conv2D(16, 3, 2, padding="same", activation="relu")(inp))
+        model = k.Model(inp, k.layers.Dense(256, name="wide")(x))  # 4096 x 256 float: 4 MiB
         extra = ["--firmware", "canmv_v5"]
     src = save_h5(model, tmp_path / "m.h5")
     run = run_cli(capsys, "convert", src, "--calib", work / "faces", "--calib-count", "2", "-o",
@@ -236,6 +236,6 @@ def test_a_float_dense_layer_that_breaks_the_fit_is_named_with_its_fix(work: Pat
     if case == "dense_cpu":
         assert_one_line_error(run, "does not load on maix_dock", "dense layer runs in float on the CPU", needle)
     else:  # refused before nncase compiles, with why k210tool's backend could not take it
-        assert_one_line_error(run, "does not fit maix_dock", "nncase keeping dense in float32", "largest layers are dense",
-                              "k210tool's KPU backend cannot express this model (layer 'flatten'")
+        assert_one_line_error(run, "does not fit maix_dock", "nncase keeping wide in float32", "largest layers are wide",
+                              "k210tool's KPU backend cannot express this model (layer 'flat'")
     _no_outputs(tmp_path)
