@@ -191,7 +191,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(work: Path, tmp_path: P
 
 
 def test_a_crash_during_compile_leaves_no_kmodel(work: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    import k210tool.convert as conv
+    import k210tool.commands.convert as conv
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated crash")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from k210tool.boards import Board, get_board
-from k210tool.convert import choose_kmodel_version, declined_text, flash_room, refuse_what_cannot_fit
+from k210tool.commands.convert import choose_kmodel_version, declined_text, flash_room, refuse_what_cannot_fit
 from k210tool.errors import DoesNotFitError, InputError
 from k210tool.model.lint import CheckResult, LayerPlacement, estimate_memory, predict, suggestions_for
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
@@ -102,7 +102,7 @@ def _compile_as_convert(opts: CheckOptions, result: CheckResult, loaded: LoadedM
     the memory and size become the kmodel's; an error convert would raise becomes ``result.problem``."""
     from k210tool.compile.kmodel import transcode_to_v4
     from k210tool.compile.kmodel.footprint import board_fit
-    from k210tool.convert import ConvertOptions, compile_model
+    from k210tool.commands.convert import ConvertOptions, compile_model
     from k210tool.errors import K210ToolError
 
     pre, faces = _synthetic_faces(loaded)
@@ -131,7 +131,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     from k210tool.compile.kmodel.footprint import board_fit, census
     from k210tool.compile.kpu_backend import compile_kpu
     from k210tool.compile.ramsplit import layer_need
-    from k210tool.convert import fits_memory, max_file
+    from k210tool.commands.convert import fits_memory, max_file
 
     pre, faces = _synthetic_faces(loaded)
     version = choose_kmodel_version(board, None, Reporter())

@@ -48,7 +48,7 @@ def list_rule_table() -> list[dict[str, str]]:
 def measurement_images(source: str | None, pre: Preprocess, count: int, reporter: Reporter) -> tuple[np.ndarray, str]:
     """Float model inputs to measure a rewrite on: the user's images, or synthetic faces."""
     if source is not None:
-        from k210tool.convert import CalibrationOptions, _check_calibration_source, calibration_images
+        from k210tool.commands.convert import CalibrationOptions, _check_calibration_source, calibration_images
 
         cal = CalibrationOptions(source, count)
         _check_calibration_source(cal)

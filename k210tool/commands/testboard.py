@@ -204,7 +204,7 @@ def compiled_float_model(opts: BoardTestOptions, reporter: Reporter) -> Path | N
         return opts.float_model
     import dataclasses
 
-    from k210tool.compare import CompareOptions, float_models
+    from k210tool.commands.compare import CompareOptions, float_models
     from k210tool.compile.summary import read_summary
     from k210tool.sim.kmodelrun import read_kmodel_file
 
