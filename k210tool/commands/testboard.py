@@ -7,9 +7,10 @@ Steps (:func:`run_board_test`):
    (:func:`k210tool.maixpy.parity.board_inputs`: RGB565 rounding where the firmware's API needs an image).
 2. **Upload** (:mod:`k210tool.device.parity`, as is step 3; ``upload="auto"``: :func:`choose_upload`). The
    kmodel goes to the board's filesystem over the raw REPL (``upload="deploy"``; not copied again when the
-   board already holds an identical file) or into its flash over ISP (``"flash"``), or is already there (``"skip"``: the board hashes what it holds at ``model_at``, and a different kmodel is a
-   DeviceError). The inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin`` files there are removed first), each
-   verified by the board (SHA-256 computed on the board).
+   board already holds an identical file) or into its flash over ISP (``"flash"``), or is already there
+   (``"skip"``: the board hashes what it holds at ``model_at``, and a different kmodel is a DeviceError). The
+   inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin`` files there are removed first), each verified by the
+   board (SHA-256 computed on the board).
 3. **Run.** The ``parity`` template, rendered for the board and firmware, runs over the raw REPL; its framed,
    checksummed output is parsed (:func:`k210tool.maixpy.parity.parse_parity`). A board that stops answering
    fails with one :class:`~k210tool.errors.DeviceError` line saying after how many vectors.
