@@ -228,7 +228,7 @@ def test_a_float_dense_layer_that_breaks_the_fit_is_named_with_its_fix(work: Pat
         k.utils.set_random_seed(0)
         inp = k.Input((32, 32, 3))
         x = k.layers.Flatten()(k.layers.Conv2D(16, 3, 2, padding="same", activation="relu")(inp))
-        model = k.Model(inp, k.layers.Dense(256)(x))  # 4096 x 256 float: 4 MiB
+        model = k.Model(inp, k.layers.Dense(256, name="dense")(x))  # 4096 x 256 float: 4 MiB (named: Keras counts per process)
         extra = ["--firmware", "canmv_v5"]
     src = save_h5(model, tmp_path / "m.h5")
     run = run_cli(capsys, "convert", src, "--calib", work / "faces", "--calib-count", "2", "-o",
