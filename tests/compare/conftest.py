@@ -55,9 +55,9 @@ class Workspace:
 def _build(root: Path) -> None:
     import numpy as np
 
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
     from k210tool.compile.kmodel import transcode_to_v4
     from k210tool.compile.summary import read_summary, summary_path
-    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
     from k210tool.fileio import write_bytes, write_json
     from k210tool.preprocess import Preprocess
     from k210tool.tfutil import import_tf_keras
