@@ -253,7 +253,7 @@ def too_wide_for_kpu_ram(size: int = 64, channels: int = 512) -> Any:
     k = import_tf_keras()
     k.utils.set_random_seed(0)
     L = k.layers
-    inp = k.Input((size, size, channels), name="image")
+    inp = k.Input((size, size, 3), name="image")
     x = L.ReLU()(L.Conv2D(16, 3, padding="same")(inp))
     x = L.ReLU()(L.Conv2D(channels, 1, name="too_wide")(x))
     x = L.Dense(32, name="embedding")(L.GlobalAveragePooling2D()(x))
