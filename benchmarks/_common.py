@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def demo_folder(kpu_form: bool = False) -> Path:
     """Build (once per run) the demo model and synthetic faces in a temporary folder."""
-    from k210tool.demo import make_demo
+    from k210tool.commands.demo import make_demo
 
     root = Path(tempfile.mkdtemp(prefix="k210tool-bench-"))
     make_demo(root, identities=16, per_identity=4,

@@ -2,7 +2,7 @@
 float model (TensorFlow, batched; then served from the float cache).
 
 The model is the demo MobileFaceNet in its KPU form (112x112, ``k210tool demo --kpu-form``) converted by
-``k210tool.convert`` for the KD233 (kmodel v5), or any ``--model`` + ``--kmodel`` pair convert wrote.
+``k210tool.commands.convert`` for the KD233 (kmodel v5), or any ``--model`` + ``--kmodel`` pair convert wrote.
 Every figure is measured here (wall and CPU seconds): the pool's wall time includes starting its workers and building one engine
 per worker, as in a real ``compare`` run. Pool outputs are checked byte for byte against the
 single-process outputs. The load average is printed: on a busy machine the pool cannot gain much.
@@ -26,8 +26,8 @@ import numpy as np
 
 def build_demo(work: Path) -> tuple[Path, Path, Path]:
     """(model, kmodel, faces) of the KPU-form demo MobileFaceNet, converted like a user would."""
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
-    from k210tool.demo import make_demo
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
+    from k210tool.commands.demo import make_demo
 
     demo = make_demo(work, identities=12, per_identity=4, activation="relu", stride2_padding="symmetric")
     kmodel = work / "mobilefacenet.kmodel"

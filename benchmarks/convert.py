@@ -12,7 +12,7 @@ from _common import demo_folder, table
 
 
 def main() -> None:
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
     from k210tool.report import Reporter
 
     folder = demo_folder()

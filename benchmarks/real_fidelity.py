@@ -47,8 +47,8 @@ ROWS = {
 
 
 def run_row(key: str, model: Path, faces: Path, calib: Path, work: Path, limit: int | None) -> list[str]:
-    from k210tool.compare import CompareOptions, compare
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
+    from k210tool.commands.compare import CompareOptions, compare
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
     from k210tool.report import Reporter
 
     label, extra = ROWS[key]

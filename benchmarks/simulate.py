@@ -31,9 +31,9 @@ import numpy as np
 
 def build_demo_kmodel(form: str, work: Path) -> tuple[bytes, np.ndarray]:
     """The demo MobileFaceNet (``k210tool demo``, optionally ``--kpu-form``) compiled like ``convert`` does."""
+    from k210tool.commands.demo import make_demo
     from k210tool.compile.nncase_backend import NncaseSettings, compile_kmodel
     from k210tool.compile.tflite import export_tflite
-    from k210tool.demo import make_demo
     from k210tool.preprocess import Preprocess, load_folder
     from k210tool.tfutil import import_tf_keras
 

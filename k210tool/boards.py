@@ -118,6 +118,15 @@ class Board:
         overhead must fit in it: ``compile.kmodel.footprint.board_fit``)."""
         return self.firmware.model_memory
 
+    @property
+    def flash_room(self) -> int:
+        """Bytes of flash from the board's kmodel address up to the next reserved region (or the end)."""
+        end = self.flash_size
+        for region in self.firmware.flash_reserved:
+            if region.start >= self.kmodel_address:
+                end = min(end, region.start)
+        return max(0, end - self.kmodel_address)
+
     def with_firmware(self, firmware_id: str | None) -> Board:
         """The same board running another firmware family (``--firmware``)."""
         if not firmware_id or firmware_id == self.firmware.id:

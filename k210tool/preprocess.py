@@ -60,6 +60,30 @@ class Preprocess:
 
     # -- construction helpers ----------------------------------------------------------------------
     @staticmethod
+    def for_input(shape: tuple[int, int, int], mean: tuple[float, ...] | None = None,
+                  std: tuple[float, ...] | None = None, input_range: tuple[float, float] | None = None,
+                  color: str = "RGB", resize: str = "crop") -> Preprocess:
+        """The preprocessing for a model input of ``shape`` (H, W, C), as ``convert`` chooses it: a 1-channel
+        input takes grey pixels, normalised ``(x - 127.5) / 128`` unless ``mean``/``std`` say otherwise;
+        ``input_range`` instead of ``mean``/``std`` maps 0..255 linearly onto it."""
+        h, w, c = shape
+        color = "GRAY" if c == 1 else color
+        if input_range is not None:
+            if mean is not None or std is not None:
+                raise InputError("give either --input-range or --mean/--std, not both")
+            return Preprocess.from_input_range(*input_range, height=h, width=w, channels=c, color=color,
+                                               resize=resize)
+        kw: dict[str, Any] = {}
+        if mean is not None:
+            kw["mean"] = mean
+        if std is not None:
+            kw["std"] = std
+        if c != 3:
+            kw.setdefault("mean", (127.5,))
+            kw.setdefault("std", (128.0,))
+        return Preprocess(height=h, width=w, channels=c, color=color, resize=resize, **kw)
+
+    @staticmethod
     def from_input_range(low: float, high: float, **kw: Any) -> Preprocess:
         """Pixels 0..255 map linearly onto ``low..high`` (e.g. 0 1, or -1 1)."""
         if high <= low:

@@ -45,12 +45,12 @@ def save_h5(model: Any, path: Path) -> Path:
     return path
 
 
-def tiny_backbone(size: int = 32, emb: int = 16, prelu: bool = True, seed: int = 0) -> Any:
+def tiny_backbone(size: int = 32, emb: int = 16, prelu: bool = True, seed: int = 0, channels: int = 3) -> Any:
     """A MobileFaceNet-shaped toy: stride-2 'same' convs, depthwise, PReLU, GDConv, linear embedding."""
     k = import_tf_keras()
     k.utils.set_random_seed(seed)
     L = k.layers
-    inp = k.Input((size, size, 3), name="image")
+    inp = k.Input((size, size, channels), name="image")
 
     def act(x: Any) -> Any:
         return L.PReLU(shared_axes=[1, 2], alpha_initializer=k.initializers.Constant(0.25))(x) if prelu else L.ReLU()(x)

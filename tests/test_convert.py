@@ -191,12 +191,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(work: Path, tmp_path: P
 
 
 def test_a_crash_during_compile_leaves_no_kmodel(work: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    import k210tool.convert as conv
+    import k210tool.compile.pipeline as pipeline
 
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(conv, "compile_kmodel", boom)
+    monkeypatch.setattr(pipeline, "compile_kmodel", boom)  # convert compiles through it
     run = run_cli(capsys, "convert", work / "train_model.h5", "--calib", work / "faces", "-o", tmp_path / "c.kmodel",
                   "--no-rewrite")
     assert run.code == 1 and "internal error" in run.err and "Traceback" not in run.err

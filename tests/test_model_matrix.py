@@ -15,7 +15,7 @@ import pytest
 from helpers import assert_one_line_error, run_cli
 from matrix_models import save
 
-from k210tool.convert import CalibrationOptions, ConvertOptions, convert
+from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
 from k210tool.errors import DoesNotFitError
 from k210tool.report import Reporter
 
@@ -63,7 +63,7 @@ MATRIX = {
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k == "mobilenetv2" else k
                                   for k in sorted(MATRIX)])  # MobileNetV2's 150 layers take 30 s
 def test_small_model_converts_to_kmodel_v4_for_maix_dock(kind: str, faces: Path, tmp_path: Path) -> None:
-    from k210tool.check import CheckOptions, check
+    from k210tool.commands.check import CheckOptions, check
     from k210tool.compile.kmodel import read_kmodel
 
     cpu_ops, width = MATRIX[kind]

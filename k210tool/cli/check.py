@@ -54,8 +54,8 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
       k210tool check face.h5 --no-rewrite         # the model as it is (what nncase alone would do)
       k210tool check face.h5 --board maix_go --json
     """
-    from k210tool.check import CheckOptions
-    from k210tool.check import check as run_check
+    from k210tool.commands.check import CheckOptions
+    from k210tool.commands.check import check as run_check
     from k210tool.errors import DoesNotFitError
 
     result = run_check(CheckOptions(model, board, firmware, load_options_from(kw), not no_rewrite, prelu, approximate,

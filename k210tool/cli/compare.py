@@ -75,8 +75,8 @@ def compare(model: Path, kmodel: Path, data: Path | None, pairs: Path | None, bi
       k210tool compare face.h5 face.kmodel --random 64 --min-cosine 0.99 --json
     Exit code 4 when a gate (--min-cosine, --max-acc-drop) fails; the report is written anyway.
     """
-    from k210tool.compare import CompareOptions
-    from k210tool.compare import compare as run_compare
+    from k210tool.commands.compare import CompareOptions
+    from k210tool.commands.compare import compare as run_compare
     from k210tool.errors import GateError
     from k210tool.eval.pairs import PairOptions
 

@@ -116,8 +116,8 @@ def convert(model: Path, output: Path | None, calib: str | None, calib_count: in
       k210tool convert model.tflite --calib random          # no data: accuracy not meaningful
       k210tool convert train_model.h5 --calib faces/ --output-layer embedding --json
     """
-    from k210tool.convert import CalibrationOptions, ConvertOptions
-    from k210tool.convert import convert as run_convert
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions
+    from k210tool.commands.convert import convert as run_convert
 
     opts = ConvertOptions(
         model=model,

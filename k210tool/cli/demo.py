@@ -28,7 +28,7 @@ def demo(out_dir: str, seed: int, identities: int, per_identity: int, kpu_form: 
       k210tool demo -o build/demo
       k210tool convert build/demo/mobilefacenet.h5 --calib build/demo/faces
     """
-    from k210tool.demo import make_demo
+    from k210tool.commands.demo import make_demo
 
     with state.reporter.stage("build demo model"):
         result = make_demo(out_dir, seed, identities, per_identity,

@@ -47,7 +47,7 @@ def rewrite(model: Path | None, output: Path | None, prelu: str, approximate: tu
       k210tool rewrite face.h5 -o face_kpu.h5 --calib faces/
       k210tool rewrite face.h5 -o face_kpu.h5 --prelu leaky --json
     """
-    from k210tool.rewrite_cmd import RewriteCommandOptions, list_rule_table, run_rewrite
+    from k210tool.commands.rewrite import RewriteCommandOptions, list_rule_table, run_rewrite
 
     if list_rules:
         state.emit(list_rule_table(), _render_rules)

@@ -66,7 +66,7 @@ def test_board(port: str, kmodel: Path, float_model: Path | None, vectors: int |
       k210tool test-board -p /dev/ttyUSB0 face.kmodel --upload skip --model-at 0x300000   # after k210tool flash
       k210tool test-board -p /dev/pts/7 face.kmodel --firmware canmv_v5 --exact   # k210tool emulate
     """
-    from k210tool.device.hil import BoardTestOptions, check_gate, run_board_test
+    from k210tool.commands.testboard import BoardTestOptions, check_gate, run_board_test
 
     opts = BoardTestOptions(port=port, kmodel=kmodel, board=board, firmware=firmware, summary=summary,
                             float_model=float_model, vectors=vectors, data=data, max_inputs=max_inputs, seed=seed,

@@ -15,7 +15,7 @@ class Table:
 
 
 def compare_tables(r: Any) -> list[Table]:
-    """Tables of a :class:`k210tool.compare.CompareResult`: run, fidelity per output, verification,
+    """Tables of a :class:`k210tool.commands.compare.CompareResult`: run, fidelity per output, verification,
     identification, gates (those with something to show)."""
     tables = [run_table(r)]
     tables += fidelity_tables(r.fidelity)

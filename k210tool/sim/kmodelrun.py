@@ -50,8 +50,7 @@ class KmodelInfo:
         if reporter is not None:
             reporter.warn(f"no convert summary beside {self.path.name}: assuming RGB pixels normalised as "
                           "(x - 127.5) / 128")
-        return Preprocess(height=h, width=w, channels=c, color="GRAY" if c == 1 else "RGB",
-                          mean=(127.5,) * c, std=(128.0,) * c)
+        return Preprocess.for_input((h, w, c))
 
 
 def read_kmodel_file(path: Path | str, reporter: Reporter | None = None) -> KmodelInfo:

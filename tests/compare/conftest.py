@@ -1,7 +1,7 @@
 """Fixtures of the compare tests: a small MobileFaceNet-shaped model converted by the real pipeline.
 
 ``workspace`` is built once per test session and shared by the xdist workers (tests/xdist_once.py): a
-tiny paper-style model (PReLU, TF "same" stride-2 padding, 32x32 input), converted for the KD233 (kmodel v5) by ``k210tool.convert`` with its KPU rewrite (so ``model.rewritten.h5`` is kept beside the
+tiny paper-style model (PReLU, TF "same" stride-2 padding, 32x32 input), converted for the KD233 (kmodel v5) by ``k210tool.commands.convert`` with its KPU rewrite (so ``model.rewritten.h5`` is kept beside the
 kmodel), the v4 transcoding of that kmodel, identity folders of synthetic faces and a verification ``.bin``
 made from other synthetic identities.
 """
@@ -55,9 +55,9 @@ class Workspace:
 def _build(root: Path) -> None:
     import numpy as np
 
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
     from k210tool.compile.kmodel import transcode_to_v4
     from k210tool.compile.summary import read_summary, summary_path
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
     from k210tool.fileio import write_bytes, write_json
     from k210tool.preprocess import Preprocess
     from k210tool.tfutil import import_tf_keras

@@ -40,7 +40,7 @@ def test_tflite_float_model_is_the_reference_column(workspace, tmp_path, run_cli
 def onnx_converted(workspace, tmp_path_factory):  # type: ignore[no-untyped-def]
     """A tiny MobileFaceNet-shaped ONNX model (PRelu, TF 'same' stride 2) converted by the real pipeline, with
     the approximate PReLU -> ReLU rewrite asked for (so a rewritten float model exists to compare)."""
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kmodel"))
     from onnx_models import tiny_mobilefacenet

@@ -12,8 +12,8 @@ import pytest
 
 @pytest.mark.slow
 def test_converted_mobilefacenet_report_and_malicious_bin(tmp_path, run_cli) -> None:
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
-    from k210tool.demo import make_demo
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
+    from k210tool.commands.demo import make_demo
     from k210tool.train.data.synthetic import write_verification_bin
 
     demo = make_demo(tmp_path / "demo", identities=4, per_identity=3)

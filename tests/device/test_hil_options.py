@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from k210tool.device import hil
-from k210tool.device.hil import BoardTestOptions, choose_upload, compiled_float_model
+from k210tool.commands import testboard
+from k210tool.commands.testboard import BoardTestOptions, choose_upload, compiled_float_model
 from k210tool.report import Reporter
 
 DATA = Path(__file__).parent.parent / "kmodel" / "data"
@@ -62,4 +62,4 @@ def test_model_is_replaced_by_the_rewritten_model_convert_compiled(tmp_path: Pat
     other = tmp_path / "other.h5"
     other.write_bytes(b"h5")
     assert compiled_float_model(BoardTestOptions(port="x", kmodel=kmodel, float_model=other), Reporter()) == other
-    assert hil.resolve_options(opts, Reporter()).float_model == rewritten
+    assert testboard.resolve_options(opts, Reporter()).float_model == rewritten

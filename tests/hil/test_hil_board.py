@@ -212,7 +212,7 @@ def test_kpu_from_flash_runs_the_real_model_bit_exactly(board, models, firmware)
     out, tb = run_on(emu, src)
     assert tb == "", tb
     got = np.frombuffer(bytes.fromhex(out.split("OUT ")[1].split()[0]), "<f4")
-    from k210tool.device.hil import reference_engine
+    from k210tool.commands.testboard import reference_engine
 
     engine, _name = reference_engine(data, version, "auto")
     assert got.tobytes() == engine.run(fed)[0].ravel().tobytes()

@@ -57,8 +57,8 @@ def _reboot_and_read(port: str, marker: bytes, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_enrolled_synthetic_identities_are_recognised_by_the_generated_app(tmp_path: Path):
-    from k210tool.convert import CalibrationOptions, ConvertOptions, convert
-    from k210tool.demo import make_demo
+    from k210tool.commands.convert import CalibrationOptions, ConvertOptions, convert
+    from k210tool.commands.demo import make_demo
 
     # 1. the model: the demo MobileFaceNet (KPU form), converted for the Dock's CanMV release (kmodel v4)
     demo = make_demo(tmp_path / "demo", identities=2, per_identity=3, activation="relu", stride2_padding="symmetric")
@@ -111,7 +111,7 @@ def test_enrolled_synthetic_identities_are_recognised_by_the_generated_app(tmp_p
             assert tuple(text["color"]) == colour and (png[mask] == colour).all()
 
         # 7. test-board on the kmodel the board holds in flash, with the float model: exact against the simulator
-        from k210tool.device.hil import BoardTestOptions, run_board_test
+        from k210tool.commands.testboard import BoardTestOptions, run_board_test
 
         res = run_board_test(BoardTestOptions(port=emu.port, kmodel=face, float_model=demo.model, data=demo.faces,
                                               max_inputs=2, exact=True, float_min_cosine=0.5, upload="skip",

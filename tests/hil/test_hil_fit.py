@@ -17,8 +17,8 @@ from hil_support import run_on
 from model_factory import dense_tail, save_h5, tiny_backbone
 
 from k210tool.boards import all_boards, all_firmware, get_board
-from k210tool.convert import CalibrationOptions, ConvertOptions, ConvertResult, convert
-from k210tool.device.hil import BoardTestOptions, run_board_test
+from k210tool.commands.convert import CalibrationOptions, ConvertOptions, ConvertResult, convert
+from k210tool.commands.testboard import BoardTestOptions, run_board_test
 from k210tool.emulator.maixpy import Hardware, maix_registry
 from k210tool.emulator.server import Emulator
 from k210tool.errors import DoesNotFitError

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from k210tool.device.hil import BoardTestOptions, VectorResult, gate_failures, run_board_test
+from k210tool.commands.testboard import BoardTestOptions, VectorResult, gate_failures, run_board_test
 from k210tool.emulator.process import emulator_process
 from k210tool.errors import DeviceError
 from k210tool.eval.fidelity import cosine

@@ -129,3 +129,27 @@ def test_check_compile_measures_what_convert_with_nncase_writes(tmp_path: Path, 
     conv = json.loads(run.out)
     assert (measured["memory_total"], measured["kmodel_size"]) == (conv["memory"]["total"], conv["kmodel_size"])
     assert measured["fit"]["reason"] == conv["memory"]["reason"] and measured["kpu_uploads"] == conv["ops"]["kpu_uploads"]
+
+
+@pytest.mark.slow  # nncase compiles
+@pytest.mark.parametrize("rewrite", [[], ["--no-rewrite"]])
+def test_check_compile_takes_a_one_channel_model(tmp_path: Path, capsys, rewrite: list[str]) -> None:
+    """Issue 17: check prepared a 1-channel model's input without convert's grey pixels and (x-127.5)/128
+    (`--compile` failed with an error about --mean the user never passed): one preprocessing, convert's."""
+    src = save_h5(tiny_backbone(size=32, channels=1), tmp_path / "grey.h5")
+    run = run_cli(capsys, "check", src, "--compile", "--backend", "nncase", "--firmware", "canmv_v5", "--json", *rewrite)
+    assert run.code == 0, run.err
+
+
+def test_rewrite_measures_a_one_channel_model_on_one_channel_images(tmp_path: Path, capsys) -> None:
+    from k210tool.commands.rewrite import measurement_images
+    from k210tool.preprocess import Preprocess
+    from k210tool.report import Reporter
+
+    pre = Preprocess.for_input((32, 32, 1))
+    images, _ = measurement_images(None, pre, 4, Reporter())
+    assert images.shape == (4, 32, 32, 1) and pre.color == "GRAY"
+    src = save_h5(tiny_backbone(size=32, channels=1), tmp_path / "grey.h5")
+    run = run_cli(capsys, "rewrite", src, "-o", tmp_path / "kpu.h5", "--prelu", "relu", "--json")
+    assert run.code == 0, run.err
+    assert json.loads(run.out)["report"]["rules"]

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from k210tool.preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,13 @@ def identity_images(seed: int, count: int, size: int = 112, variation: float = 1
     ident = make_identity(seed)
     rng = np.random.default_rng([104729, seed, image_seed])
     return np.stack([render_face(ident, rng, size, variation) for _ in range(count)])
+
+
+def prepared_faces(pre: Preprocess, n: int, first_seed: int) -> np.ndarray:
+    """``n`` synthetic faces, one per identity from ``first_seed`` on, prepared with ``pre``: a uint8 batch
+    for the model (what ``check`` calibrates with and ``rewrite`` measures on when the user gives no images)."""
+    size = max(pre.height, pre.width)
+    return np.stack([pre.prepare(identity_images(first_seed + i, 1, size=size)[0]) for i in range(n)])
 
 
 def write_identity_folders(root: Path | str, identities: int, per_identity: int, size: int = 112,

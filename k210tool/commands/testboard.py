@@ -5,12 +5,12 @@ Steps (:func:`run_board_test`):
 1. **Inputs.** ``N`` seeded random images, or the images of a folder prepared with the model's
    ``Preprocess`` (from the convert summary), then turned into what the board will really feed the KPU
    (:func:`k210tool.maixpy.parity.board_inputs`: RGB565 rounding where the firmware's API needs an image).
-2. **Upload.** (``upload="auto"``: :func:`choose_upload`.) The kmodel goes to the board's filesystem over the
-   raw REPL (``upload="deploy"``; not copied
-   again when the board already holds an identical file) or into its flash over ISP (``"flash"``), or is
-   already there (``"skip"``: the board hashes what it holds at ``model_at``, and a different kmodel is a
-   DeviceError). The inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin`` files there are removed first), each
-   verified by the board (SHA-256 computed on the board).
+2. **Upload** (:mod:`k210tool.device.parity`, as is step 3; ``upload="auto"``: :func:`choose_upload`). The
+   kmodel goes to the board's filesystem over the raw REPL (``upload="deploy"``; not copied again when the
+   board already holds an identical file) or into its flash over ISP (``"flash"``), or is already there
+   (``"skip"``: the board hashes what it holds at ``model_at``, and a different kmodel is a DeviceError). The
+   inputs go to ``inputs_dir/NNNN.bin`` (old ``.bin`` files there are removed first), each verified by the
+   board (SHA-256 computed on the board).
 3. **Run.** The ``parity`` template, rendered for the board and firmware, runs over the raw REPL; its framed,
    checksummed output is parsed (:func:`k210tool.maixpy.parity.parse_parity`). A board that stops answering
    fails with one :class:`~k210tool.errors.DeviceError` line saying after how many vectors.
@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from k210tool.errors import DeviceError, GateError, InputError
+from k210tool.device.parity import board_failure, model_location, run_on_board, upload_and_flash
+from k210tool.errors import GateError, InputError
 from k210tool.eval.fidelity import cosine
 from k210tool.report import Reporter
 from k210tool.sim.engine import ENGINE_CHOICES, choose_engine, make_engine
@@ -204,7 +205,7 @@ def compiled_float_model(opts: BoardTestOptions, reporter: Reporter) -> Path | N
         return opts.float_model
     import dataclasses
 
-    from k210tool.compare import CompareOptions, float_models
+    from k210tool.commands.compare import CompareOptions, float_models
     from k210tool.compile.summary import read_summary
     from k210tool.sim.kmodelrun import read_kmodel_file
 
@@ -216,140 +217,6 @@ def compiled_float_model(opts: BoardTestOptions, reporter: Reporter) -> Path | N
         reporter.info(f"the kmodel was compiled from {model.name}, which convert rewrote from {original.name}: "
                       f"comparing the board with {model.name}")
     return model
-
-
-def _location(opts: BoardTestOptions, board: Any) -> Any:
-    from k210tool.maixpy.models import Location, parse_location
-
-    if opts.model_at:
-        loc = parse_location(opts.model_at)
-    elif opts.upload == "flash":
-        loc = Location(address=board.kmodel_address)
-    else:
-        loc = Location(path=f"{opts.inputs_dir.rstrip('/')}/{opts.kmodel.name}")
-    if opts.upload == "deploy" and loc.path is None:
-        raise InputError("--upload deploy puts the kmodel on the board's filesystem: --model-at must be a path",
-                         "use --upload flash for a flash address")
-    if opts.upload == "flash" and loc.address is None:
-        raise InputError("--upload flash needs a flash address for --model-at", "e.g. --model-at 0x300000")
-    if opts.upload == "skip" and not opts.model_at:
-        raise InputError("--upload skip needs --model-at: where the board holds the kmodel",
-                         "e.g. --model-at 0x300000 after k210tool flash, or a board path")
-    return loc
-
-
-_CLEAN = """\
-import uos
-try:
-    uos.stat(%(d)r)
-except OSError:
-    _p = ''
-    for _c in %(d)r.strip('/').split('/'):
-        _p += '/' + _c
-        try:
-            uos.stat(_p)
-        except OSError:
-            uos.mkdir(_p)
-for _n in uos.listdir(%(d)r):
-    if _n.endswith('.bin'):
-        uos.remove(%(d)r + '/' + _n)
-"""
-
-
-def _file_sha256(repl: Any, path: str, size: int) -> str | None:
-    """SHA-256 of a board file, computed by the board; None when there is no such file of that size."""
-    from k210tool.device.deploy import board_checksum
-
-    try:
-        algo, n, digest = board_checksum(repl, path, size)
-    except DeviceError:
-        return None
-    return digest if algo == "sha256" and n == size else None
-
-
-def _flash_sha256(transport: Any, address: int, data: bytes) -> str:
-    """SHA-256 of ``len(data)`` bytes of the board's flash at ``address``, computed by the board."""
-    from k210tool.device.isp import readback_digests
-    from k210tool.device.kfpkg import Region
-
-    return str(readback_digests(transport, (Region(address, data, "kmodel", "kmodel"),))[0])
-
-
-def upload_files(transport: Any, files: list[tuple[str, bytes]], inputs_dir: str, model: tuple[Any, bytes],
-                 copy_model: bool, reporter: Reporter) -> list[str]:
-    """Clear old inputs, put the kmodel in place (or check it is there), write the inputs; everything is
-    verified by the board."""
-    import hashlib
-
-    from k210tool.device.deploy import write_file
-    from k210tool.device.rawrepl import RawRepl
-
-    done: list[str] = []
-    loc, data = model
-    held = _flash_sha256(transport, loc.address, data) if loc.address is not None else None
-    repl = RawRepl(transport)
-    repl.enter(soft_reset=True)
-    repl.exec(_CLEAN % {"d": inputs_dir.rstrip("/")}, timeout=30)
-    if loc.address is None:
-        held = _file_sha256(repl, loc.path, len(data))
-    same = held == hashlib.sha256(data).hexdigest()
-    if same:
-        reporter.info(f"the board holds this kmodel at {loc} (same SHA-256)" + (": not copied again" if copy_model else ""))
-    elif copy_model:
-        write_file(repl, loc.path, data, local=loc.path, reporter=reporter)
-        done.append(loc.path)
-    else:
-        raise DeviceError(f"the kmodel on the board at {loc} is not this one (its SHA-256 differs)",
-                          "put it there with --upload flash (flash address) or --upload deploy (board path)")
-    with reporter.progress("upload inputs", total=len(files)) as bar:
-        for path, payload in files:
-            write_file(repl, path, payload, local=path)
-            done.append(path)
-            bar.advance(1)
-    repl.exit()
-    return done
-
-
-def run_parity(transport: Any, source: str, vectors: int, timeout: float, reporter: Reporter) -> str:
-    """Run the parity script; its output. A silent board or a script that raised: one DeviceError line."""
-    from k210tool.device.deploy import run_script
-    from k210tool.maixpy.parity import MAGIC
-
-    out = bytearray()
-    with reporter.progress("run on the board", total=vectors) as bar:
-        seen = [0]
-
-        def on_output(chunk: bytes) -> None:
-            out.extend(chunk)
-            done = out.count(f"{MAGIC}time ".encode()) + out.count(f"{MAGIC}err ".encode())
-            if done > seen[0]:
-                bar.advance(done - seen[0])
-                seen[0] = done
-
-        try:
-            result = run_script(transport, source, on_output=on_output, timeout=timeout)
-        except DeviceError as exc:
-            raise DeviceError(f"the board stopped answering after {seen[0]} of {vectors} vectors: {exc.message}",
-                              "check the cable and power; press RESET and run test-board again") from None
-    if result.traceback:
-        last = result.traceback.strip().splitlines()[-1] if result.traceback.strip() else "an error"
-        raise DeviceError(f"the parity script failed on the board: {last}",
-                          "k210tool run -p PORT parity.py shows the whole traceback")
-    return out.decode("utf-8", "replace")
-
-
-def _board_failure(run: Any) -> None:
-    """Raise one DeviceError when the board produced no usable outputs."""
-    problems = run.problems()
-    if not problems:
-        return
-    messages = set(run.errors.values())
-    if run.errors and len(messages) == 1 and len(run.errors) == run.vectors:
-        raise DeviceError(f"the board could not run the kmodel: {messages.pop()}",
-                          "see `k210tool boards` for what the firmware loads and the memory it leaves")
-    raise DeviceError(f"parity output from the board is not usable: {problems[0]}"
-                      + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
-                      "run test-board again; corrupted frames point at the serial link")
 
 
 def compare(run: Any, names: list[str], reference: list[np.ndarray], floats: list[np.ndarray] | None) -> list[VectorResult]:
@@ -411,7 +278,7 @@ def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> 
     start = time.monotonic()
     board = get_board(opts.board, opts.firmware)
     require_micropython(board)
-    loc = _location(opts, board)
+    loc = model_location(board, opts.kmodel.name, opts.upload, opts.model_at, opts.inputs_dir)
     if not opts.kmodel.is_file():
         raise InputError(f"kmodel {opts.kmodel} does not exist")
     data = opts.kmodel.read_bytes()
@@ -427,10 +294,11 @@ def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> 
         engine, ref_name = reference_engine(data, version, opts.engine)
         reference = engine.run(fed)
     floats = float_outputs(opts.float_model, pre, fed, reporter) if opts.float_model is not None else None
-    uploaded = _upload_and_flash(opts, board, loc, data, fed, reporter)
-    text = _run_on_board(opts, script.source, len(names), reporter)
+    uploaded = upload_and_flash(opts.port, opts.baud, board, opts.kmodel, loc, data, fed, opts.inputs_dir,
+                                opts.upload, reporter)
+    text = run_on_board(opts.port, opts.baud, script.source, len(names), opts.timeout, reporter)
     run = parity.parse_parity(text, strict=False)
-    _board_failure(run)
+    board_failure(run)
     rows = compare(run, names, reference, floats)
     result = BoardTestResult(
         opts.port, board.id, board.firmware.id, board.firmware.kpu_api, str(opts.kmodel), version, ref_name,
@@ -443,32 +311,5 @@ def run_board_test(opts: BoardTestOptions, reporter: Reporter | None = None) -> 
     return result
 
 
-def _upload_and_flash(opts: BoardTestOptions, board: Any, loc: Any, data: bytes, fed: np.ndarray,
-                      reporter: Reporter) -> list[str]:
-    from k210tool.device.transport import open_transport
-    from k210tool.maixpy import parity
-
-    done: list[str] = []
-    if opts.upload == "flash":
-        from k210tool.device.isp import flash
-        from k210tool.device.kfpkg import plan_flash
-
-        with reporter.stage("flash"):
-            flash(opts.port, plan_flash(board, kmodels=[(opts.kmodel, loc.address)]), reporter=reporter)
-        done.append(f"flash 0x{loc.address:X}")
-    folder = opts.inputs_dir.rstrip("/")
-    files = [(f"{folder}/{parity.input_file_name(i)}", parity.input_file_bytes(x)) for i, x in enumerate(fed)]
-    with reporter.stage("upload"), open_transport(opts.port, opts.baud) as transport:
-        done += upload_files(transport, files, folder, (loc, data), opts.upload == "deploy", reporter)
-    return done
-
-
-def _run_on_board(opts: BoardTestOptions, source: str, vectors: int, reporter: Reporter) -> str:
-    from k210tool.device.transport import open_transport
-
-    with reporter.stage("run"), open_transport(opts.port, opts.baud) as transport:
-        return run_parity(transport, source, vectors, opts.timeout, reporter)
-
-
 __all__ = ["BoardTestOptions", "BoardTestResult", "VectorResult", "check_gate", "compare",
-           "gate_failures", "make_inputs", "reference_engine", "run_board_test", "run_parity", "upload_files"]
+           "gate_failures", "make_inputs", "reference_engine", "run_board_test"]

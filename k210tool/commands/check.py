@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from k210tool.boards import Board, get_board
-from k210tool.convert import choose_kmodel_version, declined_text, flash_room, refuse_what_cannot_fit
+from k210tool.compile.pipeline import choose_kmodel_version, declined_text, refuse_what_cannot_fit
 from k210tool.errors import DoesNotFitError, InputError
 from k210tool.model.lint import CheckResult, LayerPlacement, estimate_memory, predict, suggestions_for
 from k210tool.model.load import LoadedModel, LoadOptions, load_model
+from k210tool.preprocess import Preprocess
 from k210tool.report import Reporter
 
 
@@ -85,15 +86,12 @@ def check(opts: CheckOptions, reporter: Reporter | None = None) -> CheckResult:
     return result
 
 
-def _synthetic_faces(loaded: LoadedModel) -> tuple[Any, np.ndarray]:
+def _synthetic_faces(loaded: LoadedModel) -> tuple[Preprocess, np.ndarray]:
     """convert's default preprocessing for the model, and 16 synthetic faces prepared with it."""
-    from k210tool.preprocess import Preprocess
-    from k210tool.train.data.synthetic import identity_images
+    from k210tool.train.data.synthetic import prepared_faces
 
-    h, w, c = loaded.input_shape
-    pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
-    faces = np.stack([pre.prepare(img) for i in range(16) for img in identity_images(7000 + i, 1, size=max(h, w))])
-    return pre, faces
+    pre = Preprocess.for_input(loaded.input_shape)
+    return pre, prepared_faces(pre, 16, first_seed=7000)
 
 
 def _compile_as_convert(opts: CheckOptions, result: CheckResult, loaded: LoadedModel, board: Board,
@@ -102,14 +100,14 @@ def _compile_as_convert(opts: CheckOptions, result: CheckResult, loaded: LoadedM
     the memory and size become the kmodel's; an error convert would raise becomes ``result.problem``."""
     from k210tool.compile.kmodel import transcode_to_v4
     from k210tool.compile.kmodel.footprint import board_fit
-    from k210tool.convert import ConvertOptions, compile_model
+    from k210tool.compile.pipeline import CompileOptions, compile_model
     from k210tool.errors import K210ToolError
 
     pre, faces = _synthetic_faces(loaded)
     version = choose_kmodel_version(board, None, Reporter())
     try:
         with rep.stage("compile (nncase, synthetic calibration)"):
-            compiled = compile_model(loaded, ConvertOptions(model=opts.model, backend="nncase"), pre, faces[:8], rep,
+            compiled = compile_model(loaded, CompileOptions(backend="nncase"), pre, faces[:8], rep,
                                      version, board)
             kmodel = transcode_to_v4(compiled.kmodel) if version == 4 else compiled.kmodel
     except K210ToolError as exc:
@@ -130,8 +128,8 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
     from k210tool.compile.kmodel import read_kmodel, transcode_to_v4
     from k210tool.compile.kmodel.footprint import board_fit, census
     from k210tool.compile.kpu_backend import compile_kpu
+    from k210tool.compile.pipeline import fits_memory, max_file
     from k210tool.compile.ramsplit import layer_need
-    from k210tool.convert import fits_memory, max_file
 
     pre, faces = _synthetic_faces(loaded)
     version = choose_kmodel_version(board, None, Reporter())
@@ -155,7 +153,7 @@ def _backend_check(opts: CheckOptions, loaded: LoadedModel, board: Board, rep: R
         else:
             layers.append(LayerPlacement(op.name, type(op).__name__, "CPU", _cpu_reason(op, res.plan), [None, *shape],
                                          0, 0))
-    room = flash_room(board)
+    room = board.flash_room
     return CheckResult(
         model=str(opts.model), layers=layers, kpu_layers=ops.kpu_convs, kpu_uploads=ops.kpu_uploads,
         cpu_ops=dict(ops.cpu_compute_ops), memory_estimate=fit.total, kmodel_estimate=fit.file, board=board.id,
@@ -183,7 +181,7 @@ def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) ->
     layers, cpu_ops = predict(graph)
     memory, kmodel = estimate_memory(graph, layers)
     memory += board.firmware.model_overhead  # counted as board_fit counts it for a real kmodel
-    room = flash_room(board)
+    room = board.flash_room
     return CheckResult(
         model=str(opts.model),
         layers=layers,
@@ -210,10 +208,9 @@ def _measure(loaded: Any, board: Board, rep: Reporter) -> dict[str, Any]:
     from k210tool.compile.nncase_backend import NncaseSettings, compile_kmodel
     from k210tool.compile.tflite import export_tflite
     from k210tool.model.lint import dump_placement
-    from k210tool.preprocess import Preprocess
 
     h, w, c = loaded.input_shape
-    pre = Preprocess(height=h, width=w, channels=c)
+    pre = Preprocess.for_input(loaded.input_shape)
     calib = np.random.default_rng(0).integers(0, 256, (4, h, w, c), dtype=np.uint8)
     with rep.stage("tflite"):
         tfl = export_tflite(loaded.model, loaded.input_shape)  # turned, if it was: nncase's figures are the same

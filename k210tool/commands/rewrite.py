@@ -12,6 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from k210tool.compile.calibration_source import (
+    CalibrationOptions,
+    calibration_images,
+    check_calibration_source,
+)
 from k210tool.fileio import check_output_path
 from k210tool.model.load import LoadOptions, load_model
 from k210tool.model.rewrite import RewriteOptions, RewriteReport, rewrite_loaded, save_model
@@ -48,18 +53,14 @@ def list_rule_table() -> list[dict[str, str]]:
 def measurement_images(source: str | None, pre: Preprocess, count: int, reporter: Reporter) -> tuple[np.ndarray, str]:
     """Float model inputs to measure a rewrite on: the user's images, or synthetic faces."""
     if source is not None:
-        from k210tool.convert import CalibrationOptions, _check_calibration_source, calibration_images
-
         cal = CalibrationOptions(source, count)
-        _check_calibration_source(cal)
+        check_calibration_source(cal)
         images, desc = calibration_images(cal, pre, reporter)
         return pre.normalize(images), desc
-    from k210tool.train.data.synthetic import identity_images
+    from k210tool.train.data.synthetic import prepared_faces
 
     n = max(1, min(count, 32))
-    faces = np.concatenate([identity_images(9000 + i, 1, size=max(pre.height, pre.width)) for i in range(n)])
-    prepared = np.stack([pre.prepare(f) for f in faces])
-    return pre.normalize(prepared), f"{n} synthetic faces (pass --calib for your own images)"
+    return pre.normalize(prepared_faces(pre, n, first_seed=9000)), f"{n} synthetic faces (pass --calib for your own images)"
 
 
 def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -> RewriteResult:
@@ -67,8 +68,7 @@ def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -
     check_output_path(opts.output, [opts.model, opts.load.custom_objects, opts.calib])
     with rep.stage("load"):
         loaded = load_model(opts.model, opts.load, rep)
-    h, w, c = loaded.input_shape
-    pre = Preprocess(height=h, width=w, channels=c, **({} if c == 3 else {"mean": (127.5,), "std": (128.0,)}))
+    pre = Preprocess.for_input(loaded.input_shape)
     images, desc = measurement_images(opts.calib, pre, opts.calib_count, rep)
     with rep.stage("rewrite"):
         report = rewrite_loaded(loaded, RewriteOptions(prelu=opts.prelu, approximate=opts.approximate, only=opts.only,
