@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # the shared test helpers (helpers.py, model_factory.py, xdist_once.py) are importable from every test folder
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -21,12 +23,11 @@ if os.environ.get("CI"):
     _hypothesis_settings.load_profile("ci")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     """xdist groups for `make test`'s ``--dist loadgroup``: a module that builds something module-scoped (a
     model trained or converted once for all its tests) runs on one worker, so it is built once rather than
     once per worker. Session artefacts shared between workers use tests/xdist_once.py instead."""
-    import pytest
-
     for item in items:
         defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if any(d.scope == "module" for chain in defs.values() for d in chain):
