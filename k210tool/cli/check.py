@@ -51,8 +51,8 @@ def check(model: Path, board: str, firmware: str | None, no_rewrite: bool, prelu
     \b
     Examples:
       k210tool check face.h5                      # as convert will compile it
-      k210tool check face.h5 --no-rewrite         # the model as it is (what nncase alone would do)
-      k210tool check face.h5 --board maix_go --json
+      k210tool check face.h5 --no-rewrite         # the model as it is, nncase alone (exit 2 when it does not fit)
+      k210tool check face.h5 --board maix_go --firmware canmv --json   # MaixPy leaves 2 MiB: too small
     """
     from k210tool.commands.check import CheckOptions
     from k210tool.commands.check import check as run_check

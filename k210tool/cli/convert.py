@@ -111,7 +111,7 @@ def convert(model: Path, output: Path | None, calib: str | None, calib_count: in
     \b
     Examples:
       k210tool convert face.h5 --calib faces/ -o face.kmodel
-      k210tool convert face.h5 --calib faces/ --board maix_go --kmodel-version 4
+      k210tool convert face.h5 --calib faces/ --board maix_go --firmware canmv --kmodel-version 4
       k210tool convert face.h5 --calib calib.npy --mean 127.5 --std 127.5
       k210tool convert model.tflite --calib random          # no data: accuracy not meaningful
       k210tool convert train_model.h5 --calib faces/ --output-layer embedding --json

@@ -382,11 +382,14 @@ def _elems(shape: list[Any]) -> int:
 def suggestions_for(layers: list[LayerPlacement], cpu_ops: Counter[str]) -> list[str]:
     tips = []
     if any(p.class_name == "PReLU" for p in layers):
-        tips.append("PReLU runs on the CPU: the rewrite turns it into ReLU (k210tool rewrite / convert, default)")
+        tips.append("PReLU runs on the CPU with nncase: k210tool's KPU backend (convert's default) runs it exactly on "
+                    "the KPU, per channel (--prelu relu|leaky would approximate it)")
     if any("TensorFlow 'same'" in p.reason for p in layers):
-        tips.append("stride-2 'same' convs need CPU Pad+Slice: the rewrite makes the padding symmetric")
+        tips.append("stride-2 'same' convs need CPU Pad+Slice as they are: convert's exact lowering (rotate180) puts "
+                    "them on the KPU's sampling grid")
     if any(p.class_name == "ZeroPadding2D" and p.placement == "CPU" for p in layers):
-        tips.append("asymmetric ZeroPadding2D runs on the CPU: the rewrite makes it symmetric")
+        tips.append("asymmetric ZeroPadding2D runs on the CPU as it is: before a stride-2 conv convert's exact "
+                    "lowering (rotate180) makes it symmetric")
     big = [p.layer for p in layers if p.class_name in CONV_CLASSES and p.placement == "CPU"]
     if big:
         tips.append(f"{len(big)} conv(s) stay on the CPU ({', '.join(big[:3])}...): KPU kernels are 1x1/3x3 "

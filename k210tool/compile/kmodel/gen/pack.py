@@ -12,6 +12,7 @@ would take the map past the 1024 channels a KPU layer reads, where consecutive r
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from k210tool.compile.kmodel.gen.act import Zone, segments_needed
@@ -64,30 +65,42 @@ def _cost(zones: list[Zone], option: Option) -> int:
 
 
 def _greedy(options: list[list[Option]]) -> list[Group]:
-    left = list(range(len(options)))
+    """Fill one table after the other, each time with the cheapest remaining option: key (segments it costs,
+    whether its channel could also turn, its rank), ties to the lowest channel. Keys change only when a zone
+    is added, so they sit in a heap that is rebuilt then (a few times a table) rather than rescanned per pick."""
+    left = set(range(len(options)))
     groups: list[Group] = []
     while left:
         chans: list[int] = []
         chosen: list[Option | None] = []
         zones: list[Zone] = []
+        heap = _keys(options, left, zones)
         while left:
-            best = None
-            for c in left:  # cheapest first, channels with one option before those that can turn
-                for rank, opt in enumerate(options[c]):
-                    key = (_cost(zones, opt), len(options[c]) > 1, rank)
-                    if best is None or key < best[0]:
-                        best = (key, c, opt)
-            assert best is not None
-            _key, c, opt = best
-            new = zones + ([opt.zone] if opt.zone not in zones else [])
-            if segments_needed(new) > MAX_SEGMENTS:
-                break
-            zones = new
+            while heap[0][1] not in left:
+                heapq.heappop(heap)
+            _key, c, rank = heap[0]
+            opt = options[c][rank]
+            if opt.zone in zones:
+                new = zones
+            else:
+                new = zones + [opt.zone]
+                if segments_needed(new) > MAX_SEGMENTS:
+                    break
+            heapq.heappop(heap)
             chans.append(c)
             chosen.append(opt)
-            left.remove(c)
+            left.discard(c)
+            if new is not zones:
+                zones = new
+                heap = _keys(options, left, zones)
         groups.append(Group(chans, chosen))
     return groups
+
+
+def _keys(options: list[list[Option]], left: set[int], zones: list[Zone]) -> list[tuple[tuple[int, bool, int], int, int]]:
+    heap = [((_cost(zones, opt), len(options[c]) > 1, rank), c, rank) for c in left for rank, opt in enumerate(options[c])]
+    heapq.heapify(heap)
+    return heap
 
 
 def _pad_groups(groups: list[Group], align: int) -> list[Group]:
