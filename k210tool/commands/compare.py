@@ -210,6 +210,9 @@ def float_models(opts: CompareOptions, info: KmodelInfo, rep: Reporter) -> tuple
     the rewrite changed it, MODEL becomes the "original float" column and the rewritten model the second.
     """
     if opts.original is not None:
+        if _one_file(Path(opts.original), Path(opts.model)):
+            rep.warn(f"MODEL and --original are one file ({Path(opts.model).name}): the two float columns are the "
+                     "same model; give --original the model before the rewrite, MODEL the rewritten one")
         return Path(opts.original), Path(opts.model)
     s = info.summary
     if s is None or not s.float_model or not s.source or not _same_file(s.source, opts.model, info.path):
@@ -232,6 +235,13 @@ def _find_beside(recorded: str, kmodel: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _one_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _same_file(recorded: str, given: Path, kmodel: Path) -> bool:

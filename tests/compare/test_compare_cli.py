@@ -74,6 +74,17 @@ def test_explicit_original_with_identity_folders(workspace, shared_cache, run_cl
     assert "per_image_cosine" not in r  # stdout JSON keeps the figures; the arrays are in report.json
 
 
+def test_model_and_original_as_one_file_is_warned(workspace, shared_cache, run_cli) -> None:
+    """Issue 17: `--original` naming MODEL itself compared a model with itself, silently."""
+    run = run_cli("compare", workspace.original, workspace.kmodel, "--original", workspace.original, "--random", "4",
+                  "--cache-dir", shared_cache)
+    assert run.code == 0, run.err[-3000:]
+    assert "MODEL and --original are one file" in run.err
+    fine = run_cli("compare", workspace.rewritten, workspace.kmodel, "--original", workspace.original, "--random", "4",
+                   "--cache-dir", shared_cache)
+    assert fine.code == 0 and "one file" not in fine.err, fine.err[-3000:]
+
+
 def test_gates_set_the_exit_code_and_the_report_is_still_written(workspace, tmp_path, shared_cache,
                                                                  run_cli) -> None:
     base = ["compare", workspace.original, workspace.kmodel, "--bin", workspace.bin, "--cache-dir", shared_cache,
