@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -36,9 +37,11 @@ NOT_RUN = {
     "det.kmodel": "needs a face detector kmodel",
     "maixpy.bin": "needs a firmware image",
     "lfw": "needs LFW",
+    "lfw.bin": "needs LFW",
     "build/demo/mobilefacenet.h5": "the same model as face.h5",
     "runs/a/model.h5": "a trained model",
     "--upload skip": "needs the kmodel flashed at the address of another example",
+    "face.kmodel:/sd/face.kmodel": "copies a 2.7 MB kmodel over the raw REPL: minutes (flash takes seconds)",
 }
 
 
@@ -104,7 +107,7 @@ def _parses(example: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, dict[str, str]]]:
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
     """A folder with what the examples name, and a started emulated maix_dock (CanMV release)."""
     from k210tool.commands.demo import make_demo
     from k210tool.emulator.maixpy import Hardware, maix_registry
@@ -128,12 +131,16 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
     head = k.layers.Dense(8, activation="softmax", name="classifier")(model.output)  # a training head to cut
     k.Model(model.input, head).save(here / "train_model.h5")
     (here / "probe.py").write_text("import sys\nprint('probe', sys.platform)\n")
-    with Emulator("maix_dock", fs_root=here / "board", modules=maix_registry(Hardware())) as emu:
-        yield here, emu.port, emu.client_env()
+    with Emulator("maix_dock", fs_root=here / "board", modules=maix_registry(Hardware())) as emu, \
+            Emulator("maix_dock", "canmv_v5", fs_root=here / "board5", modules=maix_registry(Hardware())) as emu5:
+        yield here, {"canmv": emu, "canmv_v5": emu5}
 
 
-def _run(sandbox: tuple[Path, str, dict[str, str]], example: str) -> subprocess.CompletedProcess[str]:
-    here, port, env = sandbox
+def _run(sandbox: tuple[Path, dict[str, Any]], example: str) -> subprocess.CompletedProcess[str]:
+    """Run ``example`` in the sandbox; its port is the emulated board running the firmware it names."""
+    here, boards = sandbox
+    board = boards["canmv_v5" if "--firmware canmv_v5" in example else "canmv"]
+    port, env = board.port, board.client_env()
     line = example
     for p in PORTS:
         line = line.replace(p, port)
@@ -166,7 +173,7 @@ def test_every_example_parses(example: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_readme_examples_run_as_written_on_the_demo(sandbox: tuple[Path, str, dict[str, str]]) -> None:
+def test_the_readme_examples_run_as_written_on_the_demo(sandbox: tuple[Path, dict[str, Any]]) -> None:
     here = sandbox[0]
     ran = []
     for example in readme_examples():
@@ -177,10 +184,12 @@ def test_the_readme_examples_run_as_written_on_the_demo(sandbox: tuple[Path, str
 
 
 @pytest.mark.slow
-def test_the_help_examples_run_as_written_on_the_demo(sandbox: tuple[Path, str, dict[str, str]]) -> None:
+def test_the_help_examples_run_as_written_on_the_demo(sandbox: tuple[Path, dict[str, Any]]) -> None:
     here = sandbox[0]
-    if not (here / "face.kmodel").is_file():  # the README test makes it; alone, this test makes it itself
-        _run(sandbox, "convert face.h5 --calib faces/ -o face.kmodel")
+    for made, example in (("face.kmodel", "convert face.h5 --calib faces/ -o face.kmodel"),
+                          ("main.py", "script face_recognition --board maix_dock --model face.kmodel -o main.py")):
+        if not (here / made).is_file():  # the README test makes it; alone, this test makes it itself
+            _run(sandbox, example)
     ran = []
     for example in help_examples():
         if _not_run(example) is None and example not in readme_examples():

@@ -64,7 +64,7 @@ def test_board(port: str, kmodel: Path, float_model: Path | None, vectors: int |
       k210tool test-board -p /dev/ttyUSB0 face.kmodel
       k210tool test-board -p /dev/ttyUSB0 face.kmodel --model face.h5 --data faces/ --max-inputs 8
       k210tool test-board -p /dev/ttyUSB0 face.kmodel --upload skip --model-at 0x300000   # after k210tool flash
-      k210tool test-board -p /dev/pts/7 face.kmodel --firmware canmv_v5 --exact   # k210tool emulate
+      k210tool test-board -p /dev/pts/7 face.kmodel --firmware canmv_v5 --exact   # k210tool emulate --firmware canmv_v5
     """
     from k210tool.commands.testboard import BoardTestOptions, check_gate, run_board_test
 

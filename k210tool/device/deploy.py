@@ -125,6 +125,8 @@ def plan_files(sources: list[str], dest_dir: str = "/flash") -> list[tuple[Path,
             local, remote = spec.split(":/", 1)
             remote = "/" + remote
         path = Path(local)
+        if not path.exists():
+            raise InputError(f"{local} does not exist", "give the files to copy, e.g. a script `k210tool script` wrote")
         if not path.is_file():
             raise InputError(f"{local} is not a file", "give files to copy (folders are not copied)")
         plan.append((path, remote or posixpath.join(dest_dir, path.name)))

@@ -146,8 +146,12 @@ def board_failure(run: Any) -> None:
         return
     messages = set(run.errors.values())
     if run.errors and len(messages) == 1 and len(run.errors) == run.vectors:
-        raise DeviceError(f"the board could not run the kmodel: {messages.pop()}",
-                          "see `k210tool boards` for what the firmware loads and the memory it leaves")
+        message = messages.pop()
+        hint = "see `k210tool boards` for what the firmware loads and the memory it leaves"
+        if "AttributeError" in message or "ImportError" in message:  # the script's KPU API is another firmware's
+            hint = ("the board's firmware lacks the KPU API the script uses: is it running the firmware that "
+                    "--firmware names (`k210tool boards` lists each board's default)?")
+        raise DeviceError(f"the board could not run the kmodel: {message}", hint)
     raise DeviceError(f"parity output from the board is not usable: {problems[0]}"
                       + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
                       "run test-board again; corrupted frames point at the serial link")

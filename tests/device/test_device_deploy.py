@@ -126,8 +126,10 @@ def test_bad_ports_and_files():
         open_transport("nosuch://x")
     with pytest.raises(DeviceError, match="nothing accepts connections"):
         open_transport(f"socket://127.0.0.1:{_free_port()}")
-    with pytest.raises(InputError, match="is not a file"):
+    with pytest.raises(InputError, match="does not exist"):
         plan_files(["/nonexistent/main.py"])
+    with pytest.raises(InputError, match="is not a file"):
+        plan_files(["/"])
 
 
 def test_busy_port_is_reported(make_emulator):
