@@ -65,42 +65,78 @@ def _cost(zones: list[Zone], option: Option) -> int:
 
 
 def _greedy(options: list[list[Option]]) -> list[Group]:
-    """Fill one table after the other, each time with the cheapest remaining option: key (segments it costs,
-    whether its channel could also turn, its rank), ties to the lowest channel. Keys change only when a zone
-    is added, so they sit in a heap that is rebuilt then (a few times a table) rather than rescanned per pick."""
+    """Fill one table after the other, each time with the cheapest remaining option: key (segments it costs
+    (:func:`_cost`), whether its channel could also turn, its rank), ties to the lowest channel."""
     left = set(range(len(options)))
     groups: list[Group] = []
     while left:
+        picker = _Picker(options, left)
         chans: list[int] = []
         chosen: list[Option | None] = []
-        zones: list[Zone] = []
-        heap = _keys(options, left, zones)
         while left:
-            while heap[0][1] not in left:
-                heapq.heappop(heap)
-            _key, c, rank = heap[0]
+            c, rank = picker.best()
             opt = options[c][rank]
-            if opt.zone in zones:
-                new = zones
-            else:
-                new = zones + [opt.zone]
-                if segments_needed(new) > MAX_SEGMENTS:
-                    break
-            heapq.heappop(heap)
+            if opt.zone not in picker.zones and segments_needed(picker.zones + [opt.zone]) > MAX_SEGMENTS:
+                break
             chans.append(c)
             chosen.append(opt)
             left.discard(c)
-            if new is not zones:
-                zones = new
-                heap = _keys(options, left, zones)
+            picker.take(opt.zone)
         groups.append(Group(chans, chosen))
     return groups
 
 
-def _keys(options: list[list[Option]], left: set[int], zones: list[Zone]) -> list[tuple[tuple[int, bool, int], int, int]]:
-    heap = [((_cost(zones, opt), len(options[c]) > 1, rank), c, rank) for c in left for rank, opt in enumerate(options[c])]
-    heapq.heapify(heap)
-    return heap
+class _Picker:
+    """The least (cost, turnable, rank, channel) among the remaining options of one table, without rescanning.
+
+    An option's cost is 0 once its zone is in the table; otherwise 2, plus a guard segment when its left arm
+    does not start where the last zone's right arm ends. So the options sit in heaps of (turnable, rank,
+    channel) by what their cost depends on - in the table; not in it with a flat left arm; not in it with a
+    left arm ending at 0 or at 255 - and the best is the least of the heaps' tops under their current costs.
+    Entries whose channel was taken or whose zone joined the table are dropped when they surface."""
+
+    def __init__(self, options: list[list[Option]], left: set[int]) -> None:
+        self.options, self.left = options, left
+        self.zones: list[Zone] = []
+        self.by_zone: dict[Zone, list[tuple[bool, int, int]]] = {}
+        self.member: list[tuple[bool, int, int]] = []
+        self.outside: dict[int | None, list[tuple[bool, int, int]]] = {None: [], 0: [], 255: []}
+        for c in sorted(left):
+            for rank, opt in enumerate(options[c]):
+                entry = (len(options[c]) > 1, rank, c)
+                self.by_zone.setdefault(opt.zone, []).append(entry)
+                self.outside[opt.zone.left_end].append(entry)
+        for heap in self.outside.values():
+            heapq.heapify(heap)
+
+    def take(self, zone: Zone) -> None:
+        if zone in self.zones:
+            return
+        self.zones.append(zone)
+        for entry in self.by_zone.get(zone, []):
+            if entry[2] in self.left:
+                heapq.heappush(self.member, entry)
+
+    def _top(self, heap: list[tuple[bool, int, int]], member: bool) -> tuple[bool, int, int] | None:
+        while heap:
+            _turn, rank, c = heap[0]
+            if c in self.left and member == (self.options[c][rank].zone in self.zones):
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def best(self) -> tuple[int, int]:
+        last = self.zones[-1].right_end if self.zones else None
+        candidates = []
+        top = self._top(self.member, True)
+        if top is not None:
+            candidates.append((0, *top))
+        for left_end, heap in self.outside.items():
+            top = self._top(heap, False)
+            if top is not None:
+                candidates.append((2 if left_end is None or left_end == last else 3, *top))
+        _cost_, _turn, rank, c = min(candidates)
+        return c, rank
 
 
 def _pad_groups(groups: list[Group], align: int) -> list[Group]:
