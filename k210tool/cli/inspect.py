@@ -54,6 +54,6 @@ def _render(r: InspectResult, console: Any, limit: int | None) -> None:
     if r.loads_on:
         console.print("loads on: " + "; ".join(f"{n} ({i})" for i, n in zip(r.loads_on, r.loads_on_names, strict=True)))
     else:
-        console.print("loads on: no firmware k210tool knows")
+        console.print("loads on: no firmware k210tool knows (its kmodel version, or its memory: `k210tool boards`)")
     for note in r.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

@@ -176,7 +176,7 @@ def _summarize(opts: ConvertOptions, loaded: LoadedModel, out: Path, kmodel: byt
         ops = OpCounts(c.kpu_convs, c.kpu_uploads, c.kpu_downloads, c.cpu_ops, c.cpu_compute_ops, {})
     in_shape = [1, pre.channels, pre.height, pre.width]
     out_shape = [1, *[int(d) for d in loaded.output_shape]]
-    loads_on = sorted(f.id for f in all_firmware().values() if f.loads(version))
+    loads_on = sorted(f.id for f in all_firmware().values() if board_fit(km, f).fits)  # version and memory
     memory = Memory.from_fit(fit)
     quant = dict(compiled.quantization, calibration=calib_desc)
     return Summary(

@@ -35,6 +35,17 @@ def test_inspect_describes_each_sample(name, version, loads_on, kpu, first_op):
     assert all(row["placement"] == "KPU" and "pool" in row["args"] for row in kpu_rows)
 
 
+def test_loads_on_counts_memory_not_only_the_version(tmp_path):
+    """Issue 18: "loads on" is the one fit answer (board_fit): a v4 kmodel too big for MaixPy's 2 MiB is not
+    listed for MaixPy although MaixPy reads v4."""
+    small = _inspect(str(DATA / "slim320_v4.kmodel"))
+    big = tmp_path / "big_v4.kmodel"
+    big.write_bytes((DATA / "slim320_v4.kmodel").read_bytes() + bytes(2 * 2**20))  # the reader keeps the size
+    r = _inspect(str(big))
+    assert "maixpy" in small["loads_on"] and "maixpy" not in r["loads_on"]
+    assert {"canmv", "canmv_v5", "sdk"} <= set(r["loads_on"])
+
+
 def test_inspect_words_decodes_every_kpu_field():
     r = _inspect(str(DATA / "slim320_v4.kmodel"), "--words")
     words = r["layers"][0]["kpu"]

@@ -38,6 +38,7 @@ class InspectResult:
 def inspect_kmodel(path: Path | str, with_words: bool = False) -> InspectResult:
     from k210tool.boards import all_firmware
     from k210tool.compile.kmodel import read_kmodel
+    from k210tool.compile.kmodel.footprint import board_fit
     from k210tool.errors import InputError
 
     p = Path(path)
@@ -49,7 +50,7 @@ def inspect_kmodel(path: Path | str, with_words: bool = False) -> InspectResult:
     rows = [LayerRow(layer.index, layer.op, layer.placement, layer.where, _summary(layer.op, layer.args),
                      layer.args, layer.kpu.to_dict() if (with_words and layer.kpu is not None) else None)
             for layer in model.layers]
-    firmware = [f for f in all_firmware().values() if f.loads(model.version)]
+    firmware = [f for f in all_firmware().values() if board_fit(model, f).fits]  # its version and its memory
     notes = list(model.errors())
     if model.version == 5:
         notes.append("kmodel v5 loads only on firmware with the nncase 1.x runtime; released MaixPy and CanMV "
