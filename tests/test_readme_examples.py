@@ -67,6 +67,19 @@ def readme_examples() -> list[str]:
     return list(dict.fromkeys(ex for b in blocks for ex in _examples(b)))
 
 
+def docs_examples() -> list[str]:
+    """docs/*.md: the ``k210tool COMMAND`` lines of ``sh`` and plain blocks, and the ``$ k210tool`` lines of
+    ``text`` transcripts (their other lines are output, as are the apps' ``k210tool ready ...`` log lines)."""
+    out: list[str] = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for kind, block in re.findall(r"```(sh|text|)\n(.*?)```", page.read_text(), re.S):
+            lines = block.replace("\\\n", " ").splitlines()
+            if kind == "text":
+                lines = [ln for ln in lines if ln.lstrip().startswith("$ k210tool")]
+            out += [ex for ex in _examples("\n".join(lines)) if ex.split()[0] in COMMANDS]
+    return list(dict.fromkeys(out))
+
+
 def help_examples() -> list[str]:
     out: list[str] = []
     root = click.Context(cli, info_name="k210tool")
@@ -162,13 +175,15 @@ def test_the_examples_are_found() -> None:
     readme, helps = readme_examples(), help_examples()
     assert {"check face.h5", "convert face.h5 --calib faces/ -o face.kmodel"} <= set(readme)
     assert "rewrite --list-rules" in helps and len(helps) > 20
+    assert len(docs_examples()) > 30 and not any(ex.startswith("ready ") for ex in docs_examples())
     assert all(_not_run(ex) for ex in ("repl -p /dev/ttyUSB0", "script enroll --detector det.kmodel"))
     assert _not_run("convert face.h5 --calib faces/ -o face.kmodel") is None
     assert EXIT_CODES.get("check face.h5 --no-rewrite") == 2  # its comment says so
 
 
-@pytest.mark.parametrize("example", readme_examples() + help_examples())
+@pytest.mark.parametrize("example", list(dict.fromkeys(readme_examples() + help_examples() + docs_examples())))
 def test_every_example_parses(example: str) -> None:
+    """The README's, --help's and docs/'s examples name real commands and options (docs' are parsed only)."""
     _parses(example)
 
 
