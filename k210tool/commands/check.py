@@ -202,28 +202,20 @@ def _nncase_prediction(opts: CheckOptions, loaded: LoadedModel, board: Board) ->
 
 
 def _measure(loaded: Any, board: Board, rep: Reporter) -> dict[str, Any]:
-    """nncase's compile for real (random calibration), judged in the kmodel version the board gets."""
+    """nncase's compile for real (synthetic calibration, convert's compile stage), in the kmodel version the board
+    gets; where nncase places each layer, from its dump."""
     from k210tool.compile.kmodel import transcode_to_v4
     from k210tool.compile.kmodel.footprint import board_fit
-    from k210tool.compile.nncase_backend import NncaseSettings, compile_kmodel
-    from k210tool.compile.tflite import export_tflite
+    from k210tool.compile.pipeline import CompileOptions, compile_model
     from k210tool.model.lint import dump_placement
 
-    h, w, c = loaded.input_shape
-    pre = Preprocess.for_input(loaded.input_shape)
-    calib = np.random.default_rng(0).integers(0, 256, (4, h, w, c), dtype=np.uint8)
-    with rep.stage("tflite"):
-        tfl = export_tflite(loaded.model, loaded.input_shape)  # turned, if it was: nncase's figures are the same
-    with rep.stage("compile"):
-        res = compile_kmodel(tfl, NncaseSettings(pre), calib, rep)
-    d = res.dump
-    kmodel = res.kmodel
-    if loaded.input_rotation == 180:  # as convert writes it: the kmodel turns its own input
-        from k210tool.compile.kmodel.turn import turn_input
-
-        kmodel = turn_input(kmodel)
-    kmodel = transcode_to_v4(kmodel) if choose_kmodel_version(board, None, Reporter()) == 4 else kmodel
+    pre, faces = _synthetic_faces(loaded)
+    version = choose_kmodel_version(board, None, Reporter())
+    compiled = compile_model(loaded, CompileOptions(backend="nncase", allow_overflow=True), pre, faces[:4], rep,
+                             version, board)
+    kmodel = transcode_to_v4(compiled.kmodel) if version == 4 else compiled.kmodel
     fit = board_fit(kmodel, board.firmware)
+    d = compiled.dump
     return {
         "kpu_convs": d.kpu_convs,
         "kpu_uploads": d.kpu_uploads,

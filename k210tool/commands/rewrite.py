@@ -80,4 +80,3 @@ def run_rewrite(opts: RewriteCommandOptions, reporter: Reporter | None = None) -
                    opts.output)
     return RewriteResult(str(opts.model), str(opts.output), report,
                          loaded.head_cut.describe() if loaded.head_cut else None)
-

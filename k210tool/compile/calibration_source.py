@@ -25,7 +25,6 @@ class CalibrationOptions:
     method: str = "auto"  # auto | minmax | percentile (k210tool backend) | nncase's no_clip, l2, kld_m*, cdf
 
 
-
 def check_calibration_source(cal: CalibrationOptions) -> None:
     """Cheap checks before the slow model load."""
     if cal.source is None:
@@ -64,5 +63,3 @@ def calibration_images(cal: CalibrationOptions, pre: Preprocess, reporter: Repor
     if len(arr) > cal.count:
         arr = arr[np.random.default_rng(cal.seed).choice(len(arr), cal.count, replace=False)]
     return arr, f"{len(arr)} images from {p}"
-
-

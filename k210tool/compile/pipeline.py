@@ -72,6 +72,7 @@ class Compiled:
     memory: Any = None  # nncase's MemoryUsage
     kpu: dict[str, Any] | None = None  # the k210tool backend's figures: layers, MACs, weight bytes
     fallback: str | None = None  # why the k210tool backend did not compile it
+    dump: Any = None  # nncase's parsed dump (nncase only)
 
 
 def fits_memory(v5: bytes, version: int, board: Board) -> bool:
@@ -143,7 +144,7 @@ def compile_model(loaded: LoadedModel, opts: CompileOptions, pre: Preprocess, ca
              "nncase_input_range": settings.compile_options().get("input_range")}
     ops = OpCounts(dump.kpu_convs, dump.kpu_uploads, dump.kpu_downloads, dump.cpu_ops, dump.cpu_compute_ops,
                    dump.problem_ops)
-    return Compiled(kmodel, "nncase", quant, ops, dump.memory, fallback=why)
+    return Compiled(kmodel, "nncase", quant, ops, dump.memory, fallback=why, dump=dump)
 
 
 K210_SRAM = 8 << 20  # all of the K210's SRAM (6 MiB general + 2 MiB KPU): no input larger than this can run
